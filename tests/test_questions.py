@@ -1,0 +1,107 @@
+"""Promise: every question has help text and a sane default; a bad answer is refused with one line naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from template import DEFAULT_ANSWERS, QUESTIONS, REFUSED_COMBOS, Combo, copier_cli, render, REPO
+
+PUBLIC_QUESTIONS = [
+    "project_name", "package_name", "description", "author_name", "author_email",
+    "python_version", "framework", "base_image", "model_source", "serve_port",
+]
+
+
+def test_public_questions_exist_with_help() -> None:
+    for name in PUBLIC_QUESTIONS:
+        assert name in QUESTIONS, name
+        assert QUESTIONS[name].get("help"), f"{name} has no help text"
+    assert set(QUESTIONS) == set(PUBLIC_QUESTIONS), "a new question must be added to the public list and README"
+
+
+def test_documented_defaults() -> None:
+    assert QUESTIONS["python_version"]["default"] == "3.13"
+    assert set(QUESTIONS["python_version"]["choices"].values()) == {"3.11", "3.12", "3.13"}
+    assert QUESTIONS["framework"]["default"] == "sklearn"
+    assert QUESTIONS["base_image"]["default"] == "slim"
+    assert QUESTIONS["model_source"]["default"] == "baked"
+    assert QUESTIONS["serve_port"]["default"] == 8000
+
+
+def test_readme_documents_every_question() -> None:
+    readme = (REPO / "README.md").read_text()
+    for name in PUBLIC_QUESTIONS:
+        assert f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize(
+    ("project_name", "package_name"),
+    [("Iris Classifier", "iris_classifier"), ("  My-Model 2!", "my_model_2"), ("3D Vision", "d_vision")],
+)
+def test_package_name_is_derived_from_project_name(tmp_path: Path, project_name: str, package_name: str) -> None:
+    render(tmp_path, {"project_name": project_name})
+    answers = yaml.safe_load((tmp_path / ".copier-answers.yml").read_text())
+    assert answers["package_name"] == package_name
+    assert (tmp_path / "src" / package_name / "serve.py").is_file()
+
+
+BAD_ANSWERS = [
+    ("project_name", "   "),
+    ("package_name", "class"),
+    ("package_name", "match"),
+    ("package_name", "json"),
+    ("package_name", "numpy"),
+    ("package_name", "sklearn"),
+    ("package_name", "9lives"),
+    ("package_name", "My-Pkg"),
+    ("package_name", "_private"),
+    ("author_email", "not-an-email"),
+    ("python_version", "3.10"),
+    ("python_version", "3.14"),
+    ("framework", "caffe"),
+    ("base_image", "alpine"),
+    ("model_source", "s3-bucket"),
+    ("serve_port", "80"),
+    ("serve_port", "65536"),
+    ("serve_port", "abc"),
+    ("serve_port", "8000.5"),
+]
+
+
+@pytest.mark.parametrize(("question", "value"), BAD_ANSWERS, ids=[f"{q}={v!r}" for q, v in BAD_ANSWERS])
+def test_bad_answer_is_refused_naming_the_question(tmp_path: Path, question: str, value: str) -> None:
+    data = {**DEFAULT_ANSWERS, question: value}
+    args = [arg for key, val in data.items() for arg in ("-d", f"{key}={val}")]
+    dst = tmp_path / "out"
+    result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", "HEAD", *args, str(REPO), str(dst))
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert f"'{question}'" in last_line, result.stderr[-2000:]
+    assert not dst.exists() or not any(dst.iterdir()), "a refused answer must not leave a half-rendered project"
+
+
+@pytest.mark.skipif(not REFUSED_COMBOS, reason="every combination of the offered answers is compatible today")
+@pytest.mark.parametrize("combo", REFUSED_COMBOS or [None], ids=lambda c: c.id if c else "none")
+def test_incompatible_combination_is_refused(tmp_path: Path, combo: Combo) -> None:
+    args = [arg for key, val in combo.answers.items() for arg in ("-d", f"{key}={val}")]
+    result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", "HEAD", *args, str(REPO),
+                        str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "Validation error for question" in result.stderr.strip().splitlines()[-1]
+
+
+def test_valid_unusual_answers_render(tmp_path: Path) -> None:
+    render(tmp_path, {
+        "project_name": 'Quote "Model" Ünïcode',
+        "package_name": "quote_model",
+        "description": 'Says "hi"',
+        "author_name": "Ada O'Neil",
+        "author_email": "ada@example.org",
+        "serve_port": 9123,
+    })
+    assert "EXPOSE 9123" in (tmp_path / "Dockerfile").read_text()
+    answers = yaml.safe_load((tmp_path / ".copier-answers.yml").read_text())
+    assert answers["serve_port"] == 9123

@@ -1,0 +1,148 @@
+"""Promise: every combination of answers renders a complete project whose files say what they should."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from dockerfile import Dockerfile
+from template import COMBOS, MATRIX, REPO, Combo
+
+RenderCombo = Callable[[Combo], Path]
+STAGES = {"python-base", "lock-compile", "lock", "venv", "deps-train", "deps-serve", "model", "runtime", "train",
+          "serve"}
+
+
+def package_dir(project: Path) -> Path:
+    return next((project / "src").iterdir())
+
+
+@pytest.fixture(params=COMBOS, ids=lambda c: c.id)
+def combo(request: pytest.FixtureRequest) -> Combo:
+    return request.param
+
+
+def test_complete_project(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    for name in ["Dockerfile", ".dockerignore", "compose.yaml", ".env.example", ".gitignore", "Makefile", "README.md",
+                 "pyproject.toml", ".copier-answers.yml", "requirements/train.in", "requirements/serve.in",
+                 "scripts/lock.py", "models/.gitkeep", "data/.gitkeep", "tests/conftest.py"]:
+        assert (project / name).is_file(), name
+    package = package_dir(project)
+    for module in ["__init__", "config", "model", "train", "serve", "healthcheck", "artifacts", "_cpu"]:
+        assert (package / f"{module}.py").is_file(), module
+    assert not (project / "frameworks").exists(), "template-only folder leaked into the project"
+    assert (project / "scripts/lock.py").read_text() == (REPO / "hooks/lock.py").read_text()
+
+
+def test_no_unrendered_jinja_and_python_compiles(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    for path in project.rglob("*"):
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        if path.name == "Makefile":  # docker's own Go template, kept raw on purpose
+            text = text.replace("{{index .RepoDigests 0}}", "")
+        assert not re.search(r"{{ ?[\w_]|{%|%}", text), f"unrendered Jinja in {path.relative_to(project)}"
+        if path.suffix == ".py":
+            compile(text, str(path), "exec")
+
+
+def test_answers_file_records_every_answer(render_combo: RenderCombo, combo: Combo) -> None:
+    answers = yaml.safe_load((render_combo(combo) / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] and answers["_commit"]
+    for key, value in combo.answers.items():
+        assert answers[key] == value
+    assert "matrix" not in answers and "runtime_image" not in answers, "computed values must not be stored"
+
+
+def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: Combo) -> None:
+    dockerfile = Dockerfile.read(render_combo(combo) / "Dockerfile")
+    assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
+    assert set(dockerfile.stages) == STAGES
+    assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
+    assert dockerfile.global_args["PIP_TOOLS_VERSION"] == MATRIX["tools"]["pip_tools"]
+    assert dockerfile.stages["lock"].base == "scratch"
+    uid = MATRIX["base_image"][combo.base_image]["uid"]
+    for target in ("train", "serve"):
+        chain = dockerfile.chain(target)
+        instructions = [i for stage in reversed(chain) for i in stage.instructions]
+        env = " ".join(i.args for i in instructions if i.keyword == "ENV")
+        assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
+        users = [i.args for i in instructions if i.keyword == "USER"]
+        assert users and users[-1] == f"{uid}:{uid}" and uid != 0, users
+        cmd = dockerfile.stages[target].all("CMD")
+        assert len(cmd) == 1 and cmd[0].exec_form(), "CMD must be exec form"
+        labels = " ".join(i.args for i in dockerfile.stages[target].all("LABEL"))
+        for key in ("title", "version", "revision", "source", "created"):
+            assert f"org.opencontainers.image.{key}=" in labels, key
+        # only the venv and the code reach the runtime: no COPY of the whole context
+        copies = [i.args for i in dockerfile.stages[target].all("COPY")]
+        assert not any(re.match(r"^\.\s", c) for c in copies), copies
+    serve = dockerfile.stages["serve"]
+    health = serve.all("HEALTHCHECK")
+    assert len(health) == 1 and health[0].exec_form(), "HEALTHCHECK must be exec form (no shell needed)"
+    assert serve.all("EXPOSE")[0].args == str(combo.answers.get("serve_port", 8000))
+    # the venv comes from the hashed lock, before the code: a code change rebuilds only the last layers
+    for deps, lock in (("deps-train", "train.txt"), ("deps-serve", "serve.txt")):
+        stage = dockerfile.stages[deps]
+        assert stage.index("COPY", lock) < stage.index("RUN", "--require-hashes --no-deps")
+        assert "--mount=type=cache,target=/root/.cache/pip" in stage.all("RUN")[0].args
+        assert "--mount=type=secret,id=pipconf" in stage.all("RUN")[0].args
+    assert serve.index("COPY", "/opt/venv") < serve.index("COPY", "src/") < serve.index("COPY", "models/")
+
+
+def test_dockerignore_is_ml_aware(render_combo: RenderCombo, combo: Combo) -> None:
+    lines = {
+        line.strip()
+        for line in (render_combo(combo) / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for pattern in [".git", "**/__pycache__", ".venv", "**/*.ipynb", "notebooks", "data", "mlruns", "wandb",
+                    "checkpoints", ".env", "tests", ".ci", ".github"]:
+        assert pattern in lines, pattern
+    for needed in ["src", "requirements", "scripts", "scripts/lock.py"]:
+        assert needed not in lines
+    assert ("models" in lines) == (combo.model_source != "baked")
+
+
+def test_compose_file(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    compose = yaml.safe_load((project / "compose.yaml").read_text())
+    assert "version" not in compose
+    serve, train = compose["services"]["serve"], compose["services"]["train"]
+    assert serve["build"]["target"] == "serve" and train["build"]["target"] == "train"
+    assert serve["healthcheck"]["test"][0] == "CMD"
+    assert serve["restart"] == "unless-stopped"
+    assert any(str(p).endswith(f":{combo.answers.get('serve_port', 8000)}") for p in serve["ports"])
+    assert serve["read_only"] is True and serve["cap_drop"] == ["ALL"]
+    assert train["profiles"] == ["train"]
+    assert "./models:/app/models" in train["volumes"]
+    for service in (serve, train):
+        assert service["env_file"] == [{"path": ".env", "required": False}]
+
+
+def test_env_example_names_only_real_settings(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    config = (package_dir(project) / "config.py").read_text()
+    compose = (project / "compose.yaml").read_text()
+    for line in (project / ".env.example").read_text().splitlines():
+        match = re.match(r"^#?\s*([A-Z][A-Z0-9_]+)=", line)
+        if match:
+            name = match.group(1)
+            assert re.search(rf"^\s+{name.lower()}: ", config, re.MULTILINE) or f"${{{name}" in compose, name
+
+
+def test_requirements_split_serve_from_train(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    serve = (project / "requirements/serve.in").read_text()
+    train = (project / "requirements/train.in").read_text()
+    assert "-r serve.in" in train.splitlines()
+    for training_only in ("pytest", "pandas", "httpx"):
+        assert training_only not in serve
+    for requirement in MATRIX["framework"][combo.framework]["serve"]:
+        assert requirement in serve.splitlines()
