@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from template import Combo, docker_available, engine_required, render
+from template import REPO, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +42,82 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("engine") and "engine" not in getattr(item, "fixturenames", []):
             item.fixturenames.insert(0, "engine")
+
+
+# ---- engine fixtures: one locked, built and trained project per buildable combination, shared by the e2e tests --
+
+BUILD_ARGS = {"VERSION": "1.2.3", "REVISION": "0123456789abcdef", "CREATED": "2026-01-02T03:04:05Z",
+              "SOURCE": "https://example.org/iris.git"}
+
+
+@dataclass
+class Built:
+    combo: Combo
+    project: Path
+    train_image: str
+    serve_image: str
+    metadata: dict
+
+    def build(self, target: str, *extra: str) -> str:
+        args = [a for k, v in BUILD_ARGS.items() for a in ("--build-arg", f"{k}={v}")]
+        tag = image_tag(self.combo, target)
+        result = run(["docker", "build", "--progress=plain", "--target", target, "-t", tag, *args, *extra, "."],
+                     cwd=self.project, env={"DOCKER_BUILDKIT": "1"})
+        return result.stderr + result.stdout
+
+
+@pytest.fixture(scope="session")
+def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None) -> Callable[[Combo], Path]:
+    """`copier copy --trust` through the CLI, as a user runs it: the copy task locks through Docker."""
+    cache: dict[Combo, Path] = {}
+
+    def _locked(combo: Combo) -> Path:
+        if combo not in cache:
+            dst = tmp_path_factory.mktemp(f"locked-{combo.id}") / "project"
+            args = [a for k, v in combo.answers.items() for a in ("-d", f"{k}={v}")]
+            result = copier_cli("copy", "--trust", "--defaults", "--vcs-ref", "HEAD", *args, str(REPO), str(dst))
+            assert result.returncode == 0, result.stderr[-3000:]
+            for name in ("train", "serve"):
+                assert (dst / "requirements" / f"{name}.txt").is_file(), f"copy did not lock {name}\n{result.stderr[-3000:]}"
+            cache[combo] = dst
+        return cache[combo]
+
+    return _locked
+
+
+def train_into(image: str, models: Path, *extra: str) -> dict:
+    """Run the train image as its own non-root user, writing into a host folder."""
+    models.mkdir(parents=True, exist_ok=True)
+    models.chmod(0o777)  # the container's user (uid 10001 or 65532) writes here
+    run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", *extra,
+         "-v", f"{models}:/app/models", image])
+    return json.loads((models / "metadata.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def built_project(locked_project: Callable[[Combo], Path]) -> Callable[[Combo], Built]:
+    """Build train, train the model into models/ (baked mode), then build serve."""
+    cache: dict[Combo, Built] = {}
+
+    def _built(combo: Combo) -> Built:
+        if combo not in cache:
+            project = locked_project(combo)
+            built = Built(combo, project, image_tag(combo, "train"), image_tag(combo, "serve"), {})
+            built.build("train")
+            models = project / "models"
+            built.metadata = train_into(built.train_image, models)
+            built.build("serve")
+            cache[combo] = built
+        return cache[combo]
+
+    return _built
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_containers():
+    yield
+    if shutil.which("docker") and os.environ.get("KEEP_TEST_CONTAINERS") != "1":
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=mldt-test"], capture_output=True,
+                             text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
