@@ -1,0 +1,139 @@
+"""Promise: every buildable render builds, trains reproducibly and serves /predict from a hardened container."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import BUILD_ARGS, Built, train_into
+from template import BUILT_COMBOS, Combo, Container, run
+
+pytestmark = [pytest.mark.engine, pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)]
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+
+
+@pytest.fixture()
+def built(built_project: Callable[[Combo], Built], combo: Combo) -> Built:
+    return built_project(combo)
+
+
+@pytest.fixture()
+def server(built: Built):
+    with Container(built.serve_image, *HARDENED) as container:
+        yield container
+
+
+def test_training_is_reproducible(built: Built, tmp_path: Path) -> None:
+    again = train_into(built.train_image, tmp_path / "again")
+    assert again["sha256"] == built.metadata["sha256"]
+    assert again["framework_version"] == built.metadata["framework_version"]
+    assert (built.project / "models" / built.metadata["artifact"]).is_file()
+
+
+def test_labels_come_from_build_args(built: Built) -> None:
+    for image in (built.train_image, built.serve_image):
+        labels = json.loads(run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image]).stdout)
+        for key, value in BUILD_ARGS.items():
+            assert labels[f"org.opencontainers.image.{key.lower()}"] == value, (image, key)
+        assert labels["org.opencontainers.image.title"]
+
+
+def test_predict_single_and_batch(server: Container, built: Built) -> None:
+    status, body = server.http("POST", "/predict", {"features": ROW})
+    assert status == 200, body
+    assert body["predictions"] == [0] and body["labels"] == ["setosa"]
+    assert body["model_sha256"] == built.metadata["sha256"]
+    status, body = server.http("POST", "/predict", {"instances": [ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]})
+    assert status == 200 and len(body["predictions"]) == 3
+    assert set(body["labels"]) <= {"setosa", "versicolor", "virginica"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"features": [1, 2]}', b'{"features": ["a", 1, 2, 3]}', b'{"features": [NaN, 1, 2, 3]}',
+     b'{"instances": []}', b'{"instances": [[1,2,3,4]], "features": [1,2,3,4]}', b"{broken", b"[]", b"null",
+     b'{"instances": [[1e400, 1, 2, 3]]}', b'{"features": {"a": 1}}'],
+)
+def test_bad_payloads_are_4xx_never_5xx(server: Container, combo: Combo, payload: bytes) -> None:
+    status, body = server.http("POST", "/predict", raw=payload)
+    assert 400 <= status < 500, (status, body)
+    assert body["detail"]
+
+
+def test_ready_health_metadata(server: Container, built: Built) -> None:
+    assert server.http("GET", "/health") == (200, {"status": "ok"})
+    assert server.http("GET", "/ready")[1]["model_sha256"] == built.metadata["sha256"]
+    assert server.http("GET", "/metadata")[1]["sha256"] == built.metadata["sha256"]
+
+
+def test_runs_as_non_root_app_user(server: Container, built: Built) -> None:
+    assert server.exec("id", "-un") == "app"
+    assert server.exec("id", "-u") == "10001"
+    user = run(["docker", "image", "inspect", "--format", "{{.Config.User}}", built.serve_image]).stdout.strip()
+    assert user == "10001:10001"
+
+
+def test_hardened_runtime_flags_hold(server: Container) -> None:
+    config = json.loads(run(["docker", "inspect", "--format", "{{json .HostConfig}}", server.id]).stdout)
+    assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"]
+    # the server answered while read-only with no capabilities; writing outside /tmp must fail
+    assert run(["docker", "exec", server.id, "touch", "/app/x"], check=False).returncode != 0
+
+
+def test_sigterm_stops_within_10s_with_exit_0(server: Container) -> None:
+    started = time.monotonic()
+    run(["docker", "stop", "--time", "10", server.id])
+    elapsed = time.monotonic() - started
+    state = server.state()
+    assert state["ExitCode"] == 0, server.logs()
+    assert elapsed < 10, f"docker stop took {elapsed:.1f}s: SIGTERM was not handled, Docker had to SIGKILL"
+
+
+def test_healthcheck_turns_healthy(built: Built) -> None:
+    with Container(built.serve_image, *HARDENED, "--health-interval", "1s") as container:
+        deadline = time.monotonic() + 60
+        while container.state().get("Health", {}).get("Status") != "healthy":
+            assert time.monotonic() < deadline, container.state().get("Health")
+            time.sleep(0.5)
+
+
+def test_tampered_model_never_becomes_ready_and_exits_1(built: Built, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    for item in (built.project / "models").iterdir():
+        models.joinpath(item.name).write_bytes(item.read_bytes())
+    artifact = models / built.metadata["artifact"]
+    artifact.write_bytes(artifact.read_bytes()[:-10])
+    container = Container(built.serve_image, *HARDENED, "-v", f"{models}:/app/models:ro", wait_ready=False)
+    with container:
+        deadline = time.monotonic() + 30
+        while container.state()["Status"] != "exited":
+            assert time.monotonic() < deadline, container.logs()
+            time.sleep(0.3)
+        assert container.state()["ExitCode"] == 1
+        logs = container.logs()
+        assert "does not match metadata.json" in logs and str(Path("/app/models") / artifact.name) in logs
+
+
+def test_serve_build_without_a_model_fails_early_and_says_why(built: Built, tmp_path: Path) -> None:
+    project = tmp_path / "no-model"
+    run(["cp", "-a", str(built.project), str(project)])
+    for item in (project / "models").iterdir():
+        if item.name != ".gitkeep":
+            item.unlink()
+    result = run(["docker", "build", "--progress=plain", "--target", "serve", "."], cwd=project, check=False,
+                 env={"DOCKER_BUILDKIT": "1"})
+    assert result.returncode != 0
+    assert "run 'make train' first" in result.stderr
+
+
+def test_generated_project_tests_pass_in_the_train_image(built: Built) -> None:
+    result = run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-v", f"{built.project / 'tests'}:/app/tests:ro",
+                  built.train_image, "python", "-m", "pytest", "-p", "no:cacheprovider", "tests"])
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout[-3000:]
