@@ -1,0 +1,62 @@
+"""Promise: the serve image stays small and holds only what serving needs (figures in the failure messages)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+
+from conftest import Built
+from template import BUILT_COMBOS, MATRIX, Combo, run
+
+pytestmark = [pytest.mark.engine, pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)]
+MB = 1_000_000
+SERVE_BUDGET = 200 * MB
+LAYER_BUDGET = 200 * MB
+
+
+def image_size(image: str) -> int:
+    return int(run(["docker", "image", "inspect", "--format", "{{.Size}}", image]).stdout)
+
+
+def layer_sizes(image: str) -> list[int]:
+    out = run(["docker", "history", "--human=false", "--no-trunc", "--format", "{{.Size}}", image]).stdout
+    return [int(line) for line in out.split()]
+
+
+def base_image(built: Built) -> str:
+    combo = built.combo
+    entry = MATRIX["base_image"][combo.base_image]["runtime"]
+    return entry.format(python=combo.python_version, debian=MATRIX["python"][combo.python_version]["debian"])
+
+
+def test_serve_image_size_budget(built_project: Callable[[Combo], Built], combo: Combo) -> None:
+    built = built_project(combo)
+    base = image_size(base_image(built))
+    serve, train = image_size(built.serve_image), image_size(built.train_image)
+    added = serve - base
+    assert added <= SERVE_BUDGET, f"serve adds {added / MB:.1f} MB over {base_image(built)} (budget 200 MB)"
+    assert serve < train, f"serve {serve / MB:.1f} MB is not smaller than train {train / MB:.1f} MB"
+    base_layers = len(layer_sizes(base_image(built)))
+    ours = layer_sizes(built.serve_image)[: -base_layers or None]
+    assert max(ours) <= LAYER_BUDGET, f"largest serve layer is {max(ours) / MB:.1f} MB (budget 200 MB)"
+
+
+def test_serve_image_has_no_build_tools_caches_or_training_stack(
+    built_project: Callable[[Combo], Built], combo: Combo
+) -> None:
+    built = built_project(combo)
+    probe = (
+        "import importlib.util, pathlib, shutil\n"
+        "print('tools', [t for t in ('gcc', 'cc', 'g++', 'make') if shutil.which(t)])\n"
+        "print('modules', [m for m in ('pip', 'pandas', 'pytest', 'piptools', 'setuptools')"
+        " if importlib.util.find_spec(m)])\n"
+        "caches = [p for p in ('/root/.cache', '/app/.cache', '/tmp/pip', '/root/.cache/pip') if pathlib.Path(p).exists()]\n"
+        "print('caches', caches)\n"
+    )
+    # as root, to see into /root
+    out = run(["docker", "run", "--rm", "--user", "0", "--entrypoint", "python", built.serve_image, "-c", probe]).stdout
+    assert "tools []" in out and "modules []" in out and "caches []" in out, out
+    out = run(["docker", "run", "--rm", "--user", "0", "--entrypoint", "python", built.train_image, "-c", probe]).stdout
+    assert "'pandas'" in out and "'pytest'" in out, f"the train image lacks its training stack: {out}"
+

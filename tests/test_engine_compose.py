@@ -1,0 +1,80 @@
+"""Promise: the rendered compose.yaml trains (profile `train`), serves healthy with `up --wait`, and `down -v`
+leaves nothing behind. Static renders (nothing buildable here) are still checked with `docker compose config`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from conftest import Built
+from template import BUILT_COMBOS, COMBOS, Combo, run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: c.id)
+def test_compose_config_is_valid(render_combo: Callable[[Combo], Path], combo: Combo) -> None:
+    if not shutil.which("docker") or run(["docker", "compose", "version"], check=False).returncode != 0:
+        pytest.skip("docker compose CLI not installed")
+    project = render_combo(combo)
+    result = run(["docker", "compose", "--profile", "train", "config", "--format", "json"], cwd=project)
+    config = json.loads(result.stdout)
+    assert {"serve", "train"} <= set(config["services"])
+    assert config["services"]["serve"]["healthcheck"]["test"][0] == "CMD"
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)
+def test_compose_train_then_up_wait_healthy_then_down_clean(
+    built_project: Callable[[Combo], Built], combo: Combo, tmp_path: Path
+) -> None:
+    built = built_project(combo)
+    project = tmp_path / "project"
+    run(["cp", "-a", str(built.project), str(project)])
+    name = f"mldt-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {"COMPOSE_PROJECT_NAME": name, "SERVE_PORT": str(port), "IMAGE": f"mldt-test/{name}", "TAG": "t",
+           "HOST_UID": "10001", "HOST_GID": "10001"}
+    (project / "models").chmod(0o777)
+    try:
+        # train through compose: writes models/ on the host through the bind mount
+        for item in (project / "models").glob("*.json"):
+            item.unlink()
+        run(["docker", "compose", "--profile", "train", "run", "--rm", "train"], cwd=project, env=env)
+        metadata = json.loads((project / "models/metadata.json").read_text())
+        assert metadata["sha256"] == built.metadata["sha256"], "compose training differs from docker run training"
+
+        run(["docker", "compose", "up", "--build", "--wait", "--wait-timeout", "120", "serve"], cwd=project, env=env)
+        ps = json.loads("[" + ",".join(run(["docker", "compose", "ps", "--format", "json"], cwd=project,
+                                           env=env).stdout.split("\n")[:-1]) + "]")
+        assert [c["Health"] for c in ps if c["Service"] == "serve"] == ["healthy"], ps
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", method="POST",
+                                         data=b'{"features": [5.1, 3.5, 1.4, 0.2]}',
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["labels"] == ["setosa"]
+    finally:
+        run(["docker", "compose", "--profile", "train", "down", "-v", "--remove-orphans"], cwd=project, env=env,
+            check=False)
+    label = f"label=com.docker.compose.project={name}"
+    for kind in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
+        left = run(["docker", *kind, "-q", "--filter", label]).stdout.split()
+        assert left == [], f"docker {' '.join(kind)} still lists {left} after down -v"
+
+
+def test_compose_file_is_plain_compose_spec(render_combo: Callable[[Combo], Path]) -> None:
+    compose = yaml.safe_load((render_combo(COMBOS[0]) / "compose.yaml").read_text())
+    assert "version" not in compose and set(compose) <= {"name", "services", "secrets", "volumes", "x-build"}
