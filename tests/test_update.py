@@ -1,0 +1,186 @@
+"""Promise: `copier update` brings template changes and never loses a user's edits; conflicts are visible;
+changing an answer re-renders consistently; a project from every release updates to HEAD."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from template import REPO, copier_cli, run
+
+GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=main",
+       "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run([*GIT, *args], cwd=cwd).stdout
+
+
+def template_repo(dst: Path) -> Path:
+    """A throwaway git repository holding the template's working tree (uncommitted changes included)."""
+    files = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout
+    for name in filter(None, files.split("\0")):
+        source = REPO / name
+        if source.exists() or source.is_symlink():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            run(["cp", "-P", str(source), str(dst / name)])
+    git(dst, "init", "-q")
+    git(dst, "add", "-A")
+    git(dst, "commit", "-qm", "template")
+    return dst
+
+
+def generate(template: Path, dst: Path, ref: str, *answers: str) -> Path:
+    args = [a for answer in ("project_name=Iris Classifier", *answers) for a in ("-d", answer)]
+    result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", ref, *args, str(template),
+                        str(dst))
+    assert result.returncode == 0, result.stderr[-3000:]
+    # locks as `make lock` would leave them: an update must never rewrite them
+    for name in ("train", "serve"):
+        (dst / f"requirements/{name}.txt").write_text(f"# {name} lock of the user\nsix==1.16.0\n")
+    git(dst, "init", "-q")
+    git(dst, "add", "-A")
+    git(dst, "commit", "-qm", "generated")
+    return dst
+
+
+def update(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return copier_cli("update", "--trust", "--defaults", "--conflict", "inline", *args, cwd=project)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def no_conflicts(project: Path) -> None:
+    assert not list(project.rglob("*.rej")), "a .rej file was left"
+    for path in project.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert not re.search(r"^(<<<<<<<|>>>>>>>) ", path.read_text(errors="replace"), re.MULTILINE), path
+    assert git(project, "ls-files", "--unmerged") == ""
+
+
+@pytest.fixture()
+def two_releases(tmp_path: Path) -> Path:
+    """Release 1.0.0 = today's template; release 1.1.0 changes the Dockerfile, .dockerignore, serve.in and model.py."""
+    template = template_repo(tmp_path / "template")
+    git(template, "tag", "1.0.0")
+    edit(template / "template/Dockerfile.jinja", "HEALTHCHECK --interval=10s", "HEALTHCHECK --interval=15s")
+    (template / "template/.dockerignore.jinja").write_text(
+        (template / "template/.dockerignore.jinja").read_text() + "\n# new in 1.1.0\n*.parquet.tmp\n")
+    edit(template / "template/requirements/serve.in.jinja", "fastapi>=0.115", "fastapi>=0.115\norjson>=3.10")
+    edit(template / "template/frameworks/sklearn/model.py", '"""The model:', '"""(1.1.0) The model:')
+    git(template, "commit", "-qam", "Release 1.1.0")
+    git(template, "tag", "1.1.0")
+    return template
+
+
+def test_update_merges_template_changes_and_keeps_user_edits(two_releases: Path, tmp_path: Path) -> None:
+    project = generate(two_releases, tmp_path / "project", "1.0.0")
+    model = next(project.glob("src/*/model.py"))
+    edit(project / "Dockerfile", 'CMD ["python", "-m", "iris_classifier.train"]',
+         'CMD ["python", "-m", "iris_classifier.train"]\n# user: train nightly')
+    edit(model, "n_estimators=100", "n_estimators=300")
+    edit(project / "requirements/train.in", "pytest>=8", "pytest>=8\nrich>=13")
+    (project / ".env").write_text("SEED=7\n")  # git-ignored, as it should be
+    git(project, "commit", "-qam", "user edits")
+    locks = {p.name: p.read_text() for p in project.glob("requirements/*.txt")}
+
+    result = update(project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dockerfile = (project / "Dockerfile").read_text()
+    assert "HEALTHCHECK --interval=15s" in dockerfile, "the template's change did not arrive"
+    assert "# user: train nightly" in dockerfile
+    assert "*.parquet.tmp" in (project / ".dockerignore").read_text()
+    assert "orjson>=3.10" in (project / "requirements/serve.in").read_text()
+    assert "rich>=13" in (project / "requirements/train.in").read_text()
+    assert "n_estimators=300" in model.read_text() and "(1.1.0)" not in model.read_text(), "model.py is the user's"
+    assert (project / ".env").read_text() == "SEED=7\n"
+    assert {p.name: p.read_text() for p in project.glob("requirements/*.txt")} == locks, "an update rewrote the locks"
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "1.1.0"
+    no_conflicts(project)
+
+
+def test_real_conflict_leaves_inline_markers_and_make_update_fails(two_releases: Path, tmp_path: Path) -> None:
+    project = generate(two_releases, tmp_path / "project", "1.0.0")
+    edit(project / "Dockerfile", "HEALTHCHECK --interval=10s", "HEALTHCHECK --interval=30s")
+    git(project, "commit", "-qam", "user: slower health checks")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["make", "update", "UPDATE_ARGS=--defaults"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "conflicts to resolve" in result.stdout and "Dockerfile" in result.stdout
+    text = (project / "Dockerfile").read_text()
+    assert re.search(r"^<<<<<<< .*\nHEALTHCHECK --interval=30s.*\n=======\nHEALTHCHECK --interval=15s", text,
+                     re.MULTILINE), text
+    assert git(project, "ls-files", "--unmerged"), "git does not show the conflict"
+    assert not list(project.rglob("*.rej"))
+
+
+def test_changing_an_answer_rerenders_consistently(tmp_path: Path) -> None:
+    template = template_repo(tmp_path / "template")
+    git(template, "tag", "1.0.0")
+    project = generate(template, tmp_path / "project", "1.0.0")
+    result = update(project, "-d", "serve_port=9100", "-d", "python_version=3.11")
+    assert result.returncode == 0, result.stderr[-3000:]
+    no_conflicts(project)
+    dockerfile = (project / "Dockerfile").read_text()
+    assert "ARG PYTHON_VERSION=3.11" in dockerfile and "slim-bookworm" in dockerfile
+    assert "EXPOSE 9100" in dockerfile and "ENV PORT=9100" in dockerfile
+    assert "${SERVE_PORT:-9100}:9100" in (project / "compose.yaml").read_text()
+    assert "Field(9100," in next(project.glob("src/*/config.py")).read_text()
+    assert 'requires-python = "==3.11.*"' in (project / "pyproject.toml").read_text()
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["serve_port"] == 9100 and answers["python_version"] == "3.11"
+
+
+def test_update_runs_offline_and_never_runs_the_lock_task(two_releases: Path, tmp_path: Path) -> None:
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to cut the network")
+    project = generate(two_releases, tmp_path / "project", "1.0.0")
+    copier = str(Path(sys.executable).parent / "copier")
+    result = subprocess.run(["unshare", "--net", copier, "update", "--trust", "--defaults", "--conflict", "inline"],
+                            cwd=project, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lock:" not in result.stdout + result.stderr, "the lock task ran during an update"
+    assert "HEALTHCHECK --interval=15s" in (project / "Dockerfile").read_text()
+
+
+def releases() -> list[str]:
+    return re.findall(r"^## (\d+\.\d+\.\d+) - ", (REPO / "CHANGELOG.md").read_text(), re.MULTILINE)
+
+
+def test_changelog_lists_releases_with_their_commits() -> None:
+    assert releases(), "CHANGELOG.md lists no release"
+    for version in releases():
+        commits = run(["git", "log", "--format=%H", f"--grep=^Release {re.escape(version)}$"], cwd=REPO).stdout.split()
+        assert len(commits) == 1, f"release {version}: expected one commit 'Release {version}', found {commits}"
+        tagged = run(["git", "rev-list", "-n1", version], cwd=REPO, check=False)
+        if tagged.returncode == 0:  # a clone may lack tags; where the tag exists it must be that commit
+            assert tagged.stdout.strip() == commits[0], f"tag {version} is not the 'Release {version}' commit"
+
+
+@pytest.mark.parametrize("version", releases())
+def test_project_from_every_release_updates_to_head(version: str, tmp_path: Path) -> None:
+    template = tmp_path / "template"
+    run(["git", "clone", "-q", str(REPO), str(template)])
+    commit = run(["git", "log", "--format=%H", f"--grep=^Release {re.escape(version)}$"], cwd=REPO).stdout.split()[0]
+    git(template, "tag", "-f", version, commit)
+    # HEAD = the working tree under test, committed on top
+    head = template_repo(tmp_path / "head")
+    git(template, "fetch", "-q", str(head), "HEAD")
+    git(template, "checkout", "-q", "--detach", "FETCH_HEAD")
+    project = generate(template, tmp_path / "project", version)
+    result = update(project, "--vcs-ref", "HEAD")
+    assert result.returncode == 0, result.stderr[-3000:]
+    no_conflicts(project)
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] != version
