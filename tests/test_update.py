@@ -23,14 +23,19 @@ def git(cwd: Path, *args: str) -> str:
     return run([*GIT, *args], cwd=cwd).stdout
 
 
-def template_repo(dst: Path) -> Path:
-    """A throwaway git repository holding the template's working tree (uncommitted changes included)."""
+def copy_working_tree(dst: Path) -> None:
+    """The template's files as they are now (uncommitted changes included), symlinks kept."""
     files = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout
     for name in filter(None, files.split("\0")):
         source = REPO / name
         if source.exists() or source.is_symlink():
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             run(["cp", "-P", str(source), str(dst / name)])
+
+
+def template_repo(dst: Path) -> Path:
+    """A throwaway git repository holding the template's working tree."""
+    copy_working_tree(dst)
     git(dst, "init", "-q")
     git(dst, "add", "-A")
     git(dst, "commit", "-qm", "template")
@@ -175,11 +180,12 @@ def test_project_from_every_release_updates_to_head(version: str, tmp_path: Path
     run(["git", "clone", "-q", str(REPO), str(template)])
     commit = run(["git", "log", "--format=%H", f"--grep=^Release {re.escape(version)}$"], cwd=REPO).stdout.split()[0]
     git(template, "tag", "-f", version, commit)
-    # HEAD = the working tree under test, committed on top
-    head = template_repo(tmp_path / "head")
-    git(template, "fetch", "-q", str(head), "HEAD")
-    git(template, "checkout", "-q", "--detach", "FETCH_HEAD")
     project = generate(template, tmp_path / "project", version)
+    # HEAD = the working tree under test, committed on top of the history
+    git(template, "rm", "-rq", ".")
+    copy_working_tree(template)
+    git(template, "add", "-A")
+    git(template, "commit", "-q", "--allow-empty", "-m", "working tree under test")
     result = update(project, "--vcs-ref", "HEAD")
     assert result.returncode == 0, result.stderr[-3000:]
     no_conflicts(project)
