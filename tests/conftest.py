@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from template import REPO, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
+from template import REPO, SESSION_LABEL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +117,7 @@ def built_project(locked_project: Callable[[Combo], Path]) -> Callable[[Combo], 
 def _remove_test_containers():
     yield
     if shutil.which("docker") and os.environ.get("KEEP_TEST_CONTAINERS") != "1":
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=mldt-test"], capture_output=True,
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={SESSION_LABEL}"], capture_output=True,
                              text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)

@@ -15,6 +15,8 @@ import copier
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Containers of this test session carry this label, so clean-up never touches another session's containers.
+SESSION_LABEL = f"mldt-test={os.getpid()}-{os.urandom(4).hex()}"
 BIN = Path(sys.executable).parent
 DEFAULT_ANSWERS = {"project_name": "Iris Classifier"}
 
@@ -159,7 +161,7 @@ class Container:
     """A detached container of the tests (labelled for clean-up), with its published port on 127.0.0.1."""
 
     def __init__(self, image: str, *docker_args: str, port: int = 8000, wait_ready: bool = True):
-        self.id = run(["docker", "run", "-d", "--label", "mldt-test", "-p", f"127.0.0.1::{port}", *docker_args,
+        self.id = run(["docker", "run", "-d", "--label", SESSION_LABEL, "-p", f"127.0.0.1::{port}", *docker_args,
                        image]).stdout.strip()
         host_port = run(["docker", "port", self.id, f"{port}/tcp"]).stdout.split()[0].rsplit(":", 1)[1]
         self.url = f"http://127.0.0.1:{host_port}"

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from conftest import BUILD_ARGS, Built, train_into
-from template import BUILT_COMBOS, Combo, Container, run
+from template import BUILT_COMBOS, MATRIX, Combo, Container, run
 
 pytestmark = [pytest.mark.engine, pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)]
 
@@ -72,18 +72,33 @@ def test_ready_health_metadata(server: Container, built: Built) -> None:
     assert server.http("GET", "/metadata")[1]["sha256"] == built.metadata["sha256"]
 
 
-def test_runs_as_non_root_app_user(server: Container, built: Built) -> None:
-    assert server.exec("id", "-un") == "app"
-    assert server.exec("id", "-u") == "10001"
+def test_runs_as_non_root_user(server: Container, built: Built, combo: Combo) -> None:
+    base = MATRIX["base_image"][combo.base_image]
+    uid = base["uid"]
     user = run(["docker", "image", "inspect", "--format", "{{.Config.User}}", built.serve_image]).stdout.strip()
-    assert user == "10001:10001"
+    assert user == f"{uid}:{uid}"
+    assert server.exec("python", "-c", "import os; print(os.getuid(), os.getgid())") == f"{uid} {uid}"
+    if base["shell"]:
+        assert server.exec("id", "-un") == base["user"] == "app"
+    train_user = run(["docker", "run", "--rm", built.train_image, "id", "-un"]).stdout.strip()
+    assert train_user == "app"
 
 
 def test_hardened_runtime_flags_hold(server: Container) -> None:
     config = json.loads(run(["docker", "inspect", "--format", "{{json .HostConfig}}", server.id]).stdout)
     assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"]
-    # the server answered while read-only with no capabilities; writing outside /tmp must fail
-    assert run(["docker", "exec", server.id, "touch", "/app/x"], check=False).returncode != 0
+    # the server answered while read-only with no capabilities; writing outside /tmp must fail, /tmp must work
+    write = "import sys; open(sys.argv[1], 'w').write('x')"
+    assert run(["docker", "exec", server.id, "python", "-c", write, "/app/x"], check=False).returncode != 0
+    assert run(["docker", "exec", server.id, "python", "-c", write, "/tmp/x"], check=False).returncode == 0
+
+
+def test_distroless_serve_image_has_no_shell(built: Built, combo: Combo) -> None:
+    if MATRIX["base_image"][combo.base_image]["shell"]:
+        pytest.skip(f"{combo.base_image} has a shell by design")
+    for shell in ("/bin/sh", "/bin/bash", "/busybox/sh"):
+        result = run(["docker", "run", "--rm", "--entrypoint", shell, built.serve_image, "-c", "true"], check=False)
+        assert result.returncode != 0, f"{shell} ran in the distroless serve image"
 
 
 def test_sigterm_stops_within_10s_with_exit_0(server: Container) -> None:

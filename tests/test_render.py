@@ -13,8 +13,8 @@ from dockerfile import Dockerfile
 from template import COMBOS, MATRIX, REPO, Combo
 
 RenderCombo = Callable[[Combo], Path]
-STAGES = {"python-base", "lock-compile", "lock", "venv", "deps-train", "deps-serve", "model", "runtime", "train",
-          "serve"}
+STAGES = {"python-base", "lock-compile", "lock", "venv-train", "venv-serve", "deps-train", "deps-serve", "model",
+          "train-runtime", "serve-runtime", "train", "serve"}
 
 
 def package_dir(project: Path) -> Path:
@@ -67,8 +67,8 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
     assert dockerfile.global_args["PIP_TOOLS_VERSION"] == MATRIX["tools"]["pip_tools"]
     assert dockerfile.stages["lock"].base == "scratch"
-    uid = MATRIX["base_image"][combo.base_image]["uid"]
-    for target in ("train", "serve"):
+    base = MATRIX["base_image"][combo.base_image]
+    for target, uid in (("train", 10001), ("serve", base["uid"])):
         chain = dockerfile.chain(target)
         instructions = [i for stage in reversed(chain) for i in stage.instructions]
         env = " ".join(i.args for i in instructions if i.keyword == "ENV")
@@ -84,6 +84,17 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         copies = [i.args for i in dockerfile.stages[target].all("COPY")]
         assert not any(re.match(r"^\.\s", c) for c in copies), copies
     serve = dockerfile.stages["serve"]
+    # the train target always runs on the builder image (it has a shell); serve on the chosen base
+    assert dockerfile.chain("train")[-1].base == "${BUILDER_IMAGE}"
+    assert dockerfile.chain("serve")[-1].base == "${RUNTIME_IMAGE}"
+    runtime = base["runtime"].format(python=combo.python_version, debian=MATRIX["python"][combo.python_version]["debian"])
+    assert dockerfile.global_args["RUNTIME_IMAGE"].replace("${PYTHON_VERSION}", combo.python_version) == runtime
+    # the serve venv is made with the runtime image's interpreter path
+    python_path = base["python_path"].format(python=combo.python_version)
+    assert f"{python_path} -m venv" in dockerfile.stages["venv-serve"].all("RUN")[0].args
+    if not base["shell"]:
+        assert not [i for st in dockerfile.chain("serve") if st.name != "python-base" for i in st.all("RUN")]
+        assert serve.all("ENTRYPOINT")[0].args == "[]", "the distroless python ENTRYPOINT must be reset"
     health = serve.all("HEALTHCHECK")
     assert len(health) == 1 and health[0].exec_form(), "HEALTHCHECK must be exec form (no shell needed)"
     assert serve.all("EXPOSE")[0].args == str(combo.answers.get("serve_port", 8000))
