@@ -110,7 +110,7 @@ def write_pip_conf(settings: dict[str, list[str]], path: Path) -> bool:
             log(f"not passing pip {key} {dropped!r} to the build: it is a path on this machine")
         if kept:
             conf["global"][key] = "\n".join(kept) if len(kept) > 1 else kept[0]
-        loopback |= any(urlsplit(v).hostname in ("localhost", "127.0.0.1", "::1") for v in kept)
+        loopback |= any(map(is_loopback, kept))
     with path.open("w") as f:
         conf.write(f)
     path.chmod(0o600)
@@ -126,10 +126,22 @@ def engine_answers() -> bool:
         return False
 
 
+def requirement_urls(project: Path) -> list[str]:
+    """Index URLs named inside requirements/*.in (a framework's own wheel index, say)."""
+    found = []
+    for path in sorted((project / "requirements").glob("*.in")):
+        found += re.findall(r"^\s*--(?:extra-)?index-url[ =]\s*(\S+)", path.read_text(), flags=re.MULTILINE)
+    return found
+
+
+def is_loopback(url: str) -> bool:
+    return urlsplit(url).hostname in ("localhost", "127.0.0.1", "::1")
+
+
 def lock_with_docker(project: Path, out: Path, upgrade: bool) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         pip_conf = Path(tmp) / "pip.conf"
-        loopback = write_pip_conf(pip_settings(), pip_conf)
+        loopback = write_pip_conf(pip_settings(), pip_conf) or any(map(is_loopback, requirement_urls(project)))
         cmd = ["docker", "build", "--target", "lock", "--output", f"type=local,dest={out}"]
         cmd += ["--secret", f"id=pipconf,src={pip_conf}"]
         if upgrade:

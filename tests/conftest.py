@@ -4,13 +4,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from template import REPO, SESSION_LABEL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
+from torch_index import TorchIndex, find_torch_wheel
+from template import LOCK_PINS, REPO, SESSION_LABEL, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +62,8 @@ class Built:
 
     def build(self, target: str, *extra: str) -> str:
         args = [a for k, v in BUILD_ARGS.items() for a in ("--build-arg", f"{k}={v}")]
+        if self.combo.framework == "pytorch":  # the wheel index of the tests is on this machine's loopback
+            args += ["--network", "host"]
         tag = image_tag(self.combo, target)
         result = run(["docker", "build", "--progress=plain", "--target", target, "-t", tag, *args, *extra, "."],
                      cwd=self.project, env={"DOCKER_BUILDKIT": "1"})
@@ -67,16 +71,44 @@ class Built:
 
 
 @pytest.fixture(scope="session")
-def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None) -> Callable[[Combo], Path]:
-    """`copier copy --trust` through the CLI, as a user runs it: the copy task locks through Docker."""
+def torch_index(tmp_path_factory: pytest.TempPathFactory):
+    """Serve the local torch CPU wheel at TORCH_INDEX_URL for as long as the session needs it."""
+    wheel = find_torch_wheel()
+    if wheel is None:
+        message = "no torch CPU wheel for this Python in pip's find-links: PyTorch builds need one here"
+        if engine_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    index = TorchIndex(tmp_path_factory.mktemp("torch-index"), TORCH_INDEX_PORT, wheel)
+    yield TORCH_INDEX_URL
+    index.close()
+
+
+@pytest.fixture(scope="session")
+def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None,
+                   request: pytest.FixtureRequest) -> Callable[[Combo], Path]:
+    """`copier copy --trust` through the CLI, as a user runs it: the copy task locks through Docker.
+
+    Where a test pin is needed (LOCK_PINS), the copy skips its task, the pin is made, and `make lock`'s script
+    runs instead, as a user who pins a version would do."""
     cache: dict[Combo, Path] = {}
 
     def _locked(combo: Combo) -> Path:
         if combo not in cache:
+            if combo.framework == "pytorch":
+                request.getfixturevalue("torch_index")
             dst = tmp_path_factory.mktemp(f"locked-{combo.id}") / "project"
             args = [a for k, v in combo.answers.items() for a in ("-d", f"{k}={v}")]
-            result = copier_cli("copy", "--trust", "--defaults", "--vcs-ref", "HEAD", *args, str(REPO), str(dst))
+            pin = LOCK_PINS.get(combo.framework)
+            skip = ["--skip-tasks"] if pin else []
+            result = copier_cli("copy", "--trust", "--defaults", *skip, "--vcs-ref", "HEAD", *args, str(REPO),
+                                str(dst))
             assert result.returncode == 0, result.stderr[-3000:]
+            if pin:
+                serve_in = dst / "requirements" / "serve.in"
+                assert pin[0] in serve_in.read_text(), f"{pin[0]} not in serve.in"
+                serve_in.write_text(serve_in.read_text().replace(pin[0], pin[1]))
+                run([sys.executable, "scripts/lock.py", "--strict"], cwd=dst, timeout=1800)
             for name in ("train", "serve"):
                 assert (dst / "requirements" / f"{name}.txt").is_file(), f"copy did not lock {name}\n{result.stderr[-3000:]}"
             cache[combo] = dst

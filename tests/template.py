@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,17 @@ BIN = Path(sys.executable).parent
 DEFAULT_ANSWERS = {"project_name": "Iris Classifier"}
 
 # What this machine (and CI) can build: the engine has local images for python:3.11/3.13-slim and distroless
-# python3-debian13 only. Anything else is checked statically and says so in its test id.
+# python3-debian13 only, and PyTorch's CPU index is out of reach: its wheel is served from the local disk, where
+# it exists for CPython 3.11 only. Anything else is checked statically and says so in its test id.
 BUILDABLE_PYTHONS = {"3.11", "3.13"}
 BUILDABLE_BASES = {"slim", "distroless"}
+BUILDABLE_FRAMEWORK_PYTHONS = {"pytorch": {"3.11"}}
+# A local PEP 503 index for the torch wheel (tests/torch_index.py); the port is fixed for the session so that
+# every render of a PyTorch combination names the same URL.
+TORCH_INDEX_PORT = int(os.environ.get("MLDT_TORCH_INDEX_PORT", "0")) or 20000 + os.getpid() % 20000
+TORCH_INDEX_URL = f"http://127.0.0.1:{TORCH_INDEX_PORT}/whl"
+# The local index holds torch 2.13.0 only; left open, PyPI's newer (CUDA) torch would win the resolution.
+LOCK_PINS = {"pytorch": ("torch>=2.6", "torch==2.13.0")}
 
 
 def _load_copier_yml() -> dict[str, Any]:
@@ -64,15 +72,25 @@ class Combo:
 
     @property
     def answers(self) -> dict[str, Any]:
-        return {**DEFAULT_ANSWERS, **self.__dict__}
+        extra = {"torch_index_url": TORCH_INDEX_URL} if self.framework == "pytorch" else {}
+        return {**DEFAULT_ANSWERS, **self.__dict__, **extra}
 
     @property
     def buildable(self) -> bool:
-        return self.python_version in BUILDABLE_PYTHONS and self.base_image in BUILDABLE_BASES
+        return (
+            self.python_version in BUILDABLE_PYTHONS
+            and self.base_image in BUILDABLE_BASES
+            and self.python_version in BUILDABLE_FRAMEWORK_PYTHONS.get(self.framework, BUILDABLE_PYTHONS)
+        )
 
     @property
     def id(self) -> str:
-        kind = "built" if self.buildable else "static-only"
+        if self in BUILT_COMBOS:
+            kind = "built"
+        elif self.buildable:
+            kind = "rendered"  # buildable, but each of its answers is already built in another combination
+        else:
+            kind = "static-only"
         return f"{self.framework}-{self.base_image}-{self.model_source}-py{self.python_version}-{kind}"
 
 
@@ -149,7 +167,24 @@ def run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 900, check:
     return result
 
 
-BUILT_COMBOS = [c for c in COMBOS if c.buildable]
+def covering_builds() -> list[Combo]:
+    """The combinations to build and run: every offered value of every question at least once. Each is the default
+    combination with one answer changed (and, where that cannot be built here, the Python moved to one that can).
+    A new choice in copier.yml joins this list by itself."""
+    chosen: list[Combo] = [DEFAULT_COMBO]
+    pythons = [DEFAULT_COMBO.python_version] + [p for p in choices("python_version") if p != DEFAULT_COMBO.python_version]
+    for name in ("python_version", "framework", "base_image", "model_source"):
+        for value in choices(name):
+            candidates = [replace(DEFAULT_COMBO, **{name: value})]
+            if name != "python_version":
+                candidates += [replace(candidates[0], python_version=p) for p in pythons]
+            combo = next((c for c in candidates if c in COMBOS and c.buildable), None)
+            if combo and combo not in chosen:
+                chosen.append(combo)
+    return chosen
+
+
+BUILT_COMBOS = covering_builds()
 STATIC_COMBOS = [c for c in COMBOS if not c.buildable]
 
 

@@ -11,7 +11,7 @@ from template import DEFAULT_ANSWERS, QUESTIONS, REFUSED_COMBOS, Combo, copier_c
 
 PUBLIC_QUESTIONS = [
     "project_name", "package_name", "description", "author_name", "author_email",
-    "python_version", "framework", "base_image", "model_source", "serve_port",
+    "python_version", "framework", "base_image", "model_source", "serve_port", "torch_index_url",
 ]
 
 
@@ -71,9 +71,18 @@ BAD_ANSWERS = [
 ]
 
 
+BAD_ANSWERS += [
+    ("torch_index_url", ""),  # framework=pytorch cannot work without it
+    ("torch_index_url", "ftp://mirror.example.org/whl"),
+    ("torch_index_url", "https://mirror.example.org/whl/"),
+]
+
+
 @pytest.mark.parametrize(("question", "value"), BAD_ANSWERS, ids=[f"{q}={v!r}" for q, v in BAD_ANSWERS])
 def test_bad_answer_is_refused_naming_the_question(tmp_path: Path, question: str, value: str) -> None:
     data = {**DEFAULT_ANSWERS, question: value}
+    if question == "torch_index_url":
+        data["framework"] = "pytorch"
     args = [arg for key, val in data.items() for arg in ("-d", f"{key}={val}")]
     dst = tmp_path / "out"
     result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", "HEAD", *args, str(REPO), str(dst))

@@ -70,10 +70,13 @@ def train(settings: TrainSettings) -> dict[str, Any]:
 
     model.seed_everything(settings.seed)
     data = load_data(settings)
-    classes, counts = np.unique(data.target, return_counts=True)
-    stratify = data.target if counts.min() >= 2 else None
+    # Models see class indices 0..k-1; metadata.json maps them back to the original class values.
+    classes, target, counts = np.unique(data.target, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"the target has a single class ({classes[0]!r}): nothing to learn")
+    stratify = target if counts.min() >= 2 else None
     x_train, x_test, y_train, y_test = train_test_split(
-        data.features, data.target, test_size=settings.test_size, random_state=settings.seed, stratify=stratify
+        data.features, target, test_size=settings.test_size, random_state=settings.seed, stratify=stratify
     )
     fitted = model.fit(x_train, y_train, seed=settings.seed, n_jobs=settings.n_jobs)
     accuracy = float(accuracy_score(y_test, model.predict(fitted, x_test)))
@@ -90,7 +93,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "pickle_based": model.PICKLE_BASED,
         "feature_names": data.feature_names,
         "target_names": data.target_names,
-        "classes": classes.tolist(),
+        "classes": classes.tolist(),  # predictions are indices into this list
         "metrics": {"accuracy": accuracy, "n_train": len(y_train), "n_test": len(y_test)},
         "seed": settings.seed,
         "data_source": data.source,
