@@ -56,9 +56,22 @@ def fit(features: np.ndarray, target: np.ndarray, *, seed: int, n_jobs: int) -> 
     return model
 
 
+def _renumber_shared_objects(node: Any, ids: dict[int, int]) -> Any:
+    """Keras writes Python object ids (memory addresses) as `shared_object_id`; number them in order instead."""
+    if isinstance(node, dict):
+        return {
+            key: ids.setdefault(value, len(ids)) if key == "shared_object_id" else _renumber_shared_objects(value, ids)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared_objects(item, ids) for item in node]
+    return node
+
+
 def save(model: Any, path: Path) -> None:
     # Keras insists on the .keras suffix (train.py writes to a temporary name), and its archive records the save
-    # time: rewrite it with fixed timestamps and no date, so the same weights give the same bytes and sha256.
+    # time and memory addresses: rewrite it with fixed timestamps, no date and numbered shared objects, so the same
+    # weights give the same bytes and sha256.
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / ARTIFACT
         model.save(saved)
@@ -69,6 +82,8 @@ def save(model: Any, path: Path) -> None:
                     metadata = json.loads(data)
                     metadata.pop("date_saved", None)
                     data = json.dumps(metadata, sort_keys=True).encode()
+                elif name == "config.json":
+                    data = json.dumps(_renumber_shared_objects(json.loads(data), {})).encode()
                 target.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
 
 
