@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 from torch_index import TorchIndex, find_torch_wheel
-from template import LOCK_PINS, REPO, SESSION_LABEL, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
+from template import LOCK_PINS, MATRIX, REPO, SESSION_LABEL, Container, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
 
 
 @pytest.fixture(scope="session")
@@ -143,6 +143,63 @@ def built_project(locked_project: Callable[[Combo], Path]) -> Callable[[Combo], 
         return cache[combo]
 
     return _built
+
+
+class BundleServer:
+    """Model bundles (make publish) served over HTTP on 127.0.0.1, for the `downloaded` model source."""
+
+    def __init__(self, root: Path):
+        import functools
+        import http.server
+        import threading
+
+        self.root = root
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+        handler.log_message = lambda *a: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, built: Built) -> tuple[str, str]:
+        """`make publish` in the project; returns (MODEL_URI, MODEL_SHA256) of the bundle."""
+        out = run(["make", "publish"], cwd=built.project).stdout
+        sha = out.split("MODEL_SHA256=")[1].split()[0]
+        name = f"{built.combo.id}.tar.gz"
+        shutil.copyfile(built.project / "dist" / "model.tar.gz", self.root / name)
+        return f"{self.url}/{name}", sha
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def bundle_server(tmp_path_factory: pytest.TempPathFactory):
+    server = BundleServer(tmp_path_factory.mktemp("bundles"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def serve_container(built_project: Callable[[Combo], Built], request: pytest.FixtureRequest):
+    """Run a combination's serve image the way its model source requires:
+    baked as is; mounted with models/ mounted read-only; downloaded from a bundle server on 127.0.0.1 (host
+    network), its cache on a tmpfs."""
+
+    def _start(combo: Combo, *docker_args: str, wait_ready: bool = True) -> Container:
+        built = built_project(combo)
+        if combo.model_source == "mounted":
+            return Container(built.serve_image, "-v", f"{built.project / 'models'}:/app/models:ro", *docker_args,
+                             wait_ready=wait_ready)
+        if combo.model_source == "downloaded":
+            uri, sha = request.getfixturevalue("bundle_server").publish(built)
+            uid = MATRIX["base_image"][combo.base_image]["uid"]
+            return Container(built.serve_image, "-e", f"MODEL_URI={uri}", "-e", f"MODEL_SHA256={sha}",
+                             "--tmpfs", f"/app/var/cache:uid={uid},gid={uid}", *docker_args, wait_ready=wait_ready,
+                             host_network=True)
+        return Container(built.serve_image, *docker_args, wait_ready=wait_ready)
+
+    return _start
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -192,13 +192,27 @@ def image_tag(combo: Combo, target: str) -> str:
     return f"mldt-test/{combo.id}:{target}"
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Container:
     """A detached container of the tests (labelled for clean-up), with its published port on 127.0.0.1."""
 
-    def __init__(self, image: str, *docker_args: str, port: int = 8000, wait_ready: bool = True):
-        self.id = run(["docker", "run", "-d", "--label", SESSION_LABEL, "-p", f"127.0.0.1::{port}", *docker_args,
-                       image]).stdout.strip()
-        host_port = run(["docker", "port", self.id, f"{port}/tcp"]).stdout.split()[0].rsplit(":", 1)[1]
+    def __init__(self, image: str, *docker_args: str, port: int = 8000, wait_ready: bool = True,
+                 host_network: bool = False):
+        if host_network:  # to reach servers of the tests on 127.0.0.1; the server listens on a free port
+            host_port = free_port()
+            publish = ["--network", "host", "-e", f"PORT={host_port}"]
+        else:
+            publish = ["-p", f"127.0.0.1::{port}"]
+        self.id = run(["docker", "run", "-d", "--label", SESSION_LABEL, *publish, *docker_args, image]).stdout.strip()
+        if not host_network:
+            host_port = int(run(["docker", "port", self.id, f"{port}/tcp"]).stdout.split()[0].rsplit(":", 1)[1])
         self.url = f"http://127.0.0.1:{host_port}"
         if wait_ready:
             self.wait_ready()

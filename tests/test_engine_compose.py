@@ -37,7 +37,7 @@ def test_compose_config_is_valid(render_combo: Callable[[Combo], Path], combo: C
 @pytest.mark.engine
 @pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)
 def test_compose_train_then_up_wait_healthy_then_down_clean(
-    built_project: Callable[[Combo], Built], combo: Combo, tmp_path: Path
+    built_project: Callable[[Combo], Built], combo: Combo, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     built = built_project(combo)
     project = tmp_path / "project"
@@ -55,6 +55,16 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
         metadata = json.loads((project / "models/metadata.json").read_text())
         assert metadata["sha256"] == built.metadata["sha256"], "compose training differs from docker run training"
 
+        files = ["-f", "compose.yaml"]
+        if combo.model_source == "downloaded":
+            # the bundle server of the tests listens on 127.0.0.1: the service joins the host network for it
+            uri, sha = request.getfixturevalue("bundle_server").publish(Built(combo, project, "", "", {}))
+            (project / "compose.test.yaml").write_text(
+                "services:\n  serve:\n    network_mode: host\n    ports: !reset []\n    environment:\n"
+                f"      PORT: '{port}'\n      MODEL_URI: '{uri}'\n      MODEL_SHA256: '{sha}'\n"
+            )
+            files += ["-f", "compose.test.yaml"]
+        env["COMPOSE_FILE"] = ":".join(files[1::2])
         run(["docker", "compose", "up", "--build", "--wait", "--wait-timeout", "120", "serve"], cwd=project, env=env)
         ps = json.loads("[" + ",".join(run(["docker", "compose", "ps", "--format", "json"], cwd=project,
                                            env=env).stdout.split("\n")[:-1]) + "]")

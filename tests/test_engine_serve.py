@@ -24,8 +24,8 @@ def built(built_project: Callable[[Combo], Built], combo: Combo) -> Built:
 
 
 @pytest.fixture()
-def server(built: Built):
-    with Container(built.serve_image, *HARDENED) as container:
+def server(serve_container, combo: Combo):
+    with serve_container(combo, *HARDENED) as container:
         yield container
 
 
@@ -110,8 +110,8 @@ def test_sigterm_stops_within_10s_with_exit_0(server: Container) -> None:
     assert elapsed < 10, f"docker stop took {elapsed:.1f}s: SIGTERM was not handled, Docker had to SIGKILL"
 
 
-def test_healthcheck_turns_healthy(built: Built) -> None:
-    with Container(built.serve_image, *HARDENED, "--health-interval", "1s") as container:
+def test_healthcheck_turns_healthy(serve_container, combo: Combo) -> None:
+    with serve_container(combo, *HARDENED, "--health-interval", "1s") as container:
         deadline = time.monotonic() + 60
         while container.state().get("Health", {}).get("Status") != "healthy":
             assert time.monotonic() < deadline, container.state().get("Health")
@@ -125,7 +125,9 @@ def test_tampered_model_never_becomes_ready_and_exits_1(built: Built, tmp_path: 
         models.joinpath(item.name).write_bytes(item.read_bytes())
     artifact = models / built.metadata["artifact"]
     artifact.write_bytes(artifact.read_bytes()[:-10])
-    container = Container(built.serve_image, *HARDENED, "-v", f"{models}:/app/models:ro", wait_ready=False)
+    # every model source can be pointed at a directory: MODEL_URI empty means MODEL_DIR
+    container = Container(built.serve_image, *HARDENED, "-e", "MODEL_URI=", "-v", f"{models}:/app/models:ro",
+                          wait_ready=False)
     with container:
         deadline = time.monotonic() + 30
         while container.state()["Status"] != "exited":
@@ -136,7 +138,9 @@ def test_tampered_model_never_becomes_ready_and_exits_1(built: Built, tmp_path: 
         assert "does not match metadata.json" in logs and str(Path("/app/models") / artifact.name) in logs
 
 
-def test_serve_build_without_a_model_fails_early_and_says_why(built: Built, tmp_path: Path) -> None:
+def test_serve_build_without_a_model_fails_early_and_says_why(built: Built, combo: Combo, tmp_path: Path) -> None:
+    if combo.model_source != "baked":
+        pytest.skip(f"model_source={combo.model_source}: the serve image holds no model by design")
     project = tmp_path / "no-model"
     run(["cp", "-a", str(built.project), str(project)])
     for item in (project / "models").iterdir():

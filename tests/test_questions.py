@@ -12,6 +12,7 @@ from template import DEFAULT_ANSWERS, QUESTIONS, REFUSED_COMBOS, Combo, copier_c
 PUBLIC_QUESTIONS = [
     "project_name", "package_name", "description", "author_name", "author_email",
     "python_version", "framework", "base_image", "model_source", "serve_port", "torch_index_url",
+    "model_uri", "model_sha256", "log_predictions",
 ]
 
 
@@ -75,14 +76,17 @@ BAD_ANSWERS += [
     ("torch_index_url", ""),  # framework=pytorch cannot work without it
     ("torch_index_url", "ftp://mirror.example.org/whl"),
     ("torch_index_url", "https://mirror.example.org/whl/"),
+    ("model_uri", "s3://bucket/model.tar.gz"),
+    ("model_uri", "models/model.tar.gz"),
+    ("model_sha256", "abc123"),
 ]
+NEEDS = {"torch_index_url": {"framework": "pytorch"}, "model_uri": {"model_source": "downloaded"},
+         "model_sha256": {"model_source": "downloaded"}}
 
 
 @pytest.mark.parametrize(("question", "value"), BAD_ANSWERS, ids=[f"{q}={v!r}" for q, v in BAD_ANSWERS])
 def test_bad_answer_is_refused_naming_the_question(tmp_path: Path, question: str, value: str) -> None:
-    data = {**DEFAULT_ANSWERS, question: value}
-    if question == "torch_index_url":
-        data["framework"] = "pytorch"
+    data = {**DEFAULT_ANSWERS, **NEEDS.get(question, {}), question: value}
     args = [arg for key, val in data.items() for arg in ("-d", f"{key}={val}")]
     dst = tmp_path / "out"
     result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", "HEAD", *args, str(REPO), str(dst))

@@ -13,7 +13,7 @@ from dockerfile import Dockerfile
 from template import COMBOS, MATRIX, REPO, Combo
 
 RenderCombo = Callable[[Combo], Path]
-STAGES = {"python-base", "lock-compile", "lock", "venv-train", "venv-serve", "deps-train", "deps-serve", "model",
+STAGES = {"python-base", "lock-compile", "lock", "venv-train", "venv-serve", "deps-train", "deps-serve",
           "train-runtime", "serve-runtime", "train", "serve"}
 
 
@@ -63,7 +63,9 @@ def test_answers_file_records_every_answer(render_combo: RenderCombo, combo: Com
 def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: Combo) -> None:
     dockerfile = Dockerfile.read(render_combo(combo) / "Dockerfile")
     assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
-    assert set(dockerfile.stages) == STAGES
+    expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
+    expected |= {"state"} if combo.model_source == "downloaded" else set()
+    assert set(dockerfile.stages) == expected
     assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
     assert dockerfile.global_args["PIP_TOOLS_VERSION"] == MATRIX["tools"]["pip_tools"]
     assert dockerfile.stages["lock"].base == "scratch"
@@ -104,7 +106,14 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         assert stage.index("COPY", lock) < stage.index("RUN", "--require-hashes --no-deps")
         assert "--mount=type=cache,target=/root/.cache/pip" in stage.all("RUN")[0].args
         assert "--mount=type=secret,id=pipconf" in stage.all("RUN")[0].args
-    assert serve.index("COPY", "/opt/venv") < serve.index("COPY", "src/") < serve.index("COPY", "models/")
+    assert serve.index("COPY", "/opt/venv") < serve.index("COPY", "src/")
+    copies = " ".join(i.args for i in serve.all("COPY"))
+    if combo.model_source == "baked":  # the model last: a new model rebuilds one layer
+        assert serve.index("COPY", "src/") < serve.index("COPY", "models/")
+    else:
+        assert "models" not in copies, "only a baked image holds a model"
+    if combo.model_source == "downloaded":
+        assert "--chown" in copies and "var/" in copies, "the download cache must be writable by the serve user"
 
 
 def test_dockerignore_is_ml_aware(render_combo: RenderCombo, combo: Combo) -> None:
@@ -141,11 +150,13 @@ def test_env_example_names_only_real_settings(render_combo: RenderCombo, combo: 
     project = render_combo(combo)
     config = (package_dir(project) / "config.py").read_text()
     compose = (project / "compose.yaml").read_text()
+    code = "".join(p.read_text() for p in package_dir(project).glob("*.py"))
     for line in (project / ".env.example").read_text().splitlines():
         match = re.match(r"^#?\s*([A-Z][A-Z0-9_]+)=", line)
         if match:
             name = match.group(1)
-            assert re.search(rf"^\s+{name.lower()}: ", config, re.MULTILINE) or f"${{{name}" in compose, name
+            assert (re.search(rf"^\s+{name.lower()}: ", config, re.MULTILINE) or f"${{{name}" in compose
+                    or f'"{name}"' in code), f"{name} in .env.example is read by nothing"
 
 
 def test_requirements_split_serve_from_train(render_combo: RenderCombo, combo: Combo) -> None:

@@ -38,8 +38,11 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(features: np.ndarray, target: np.ndarray, *, seed: int, n_jobs: int) -> Any:
-    tf.config.threading.set_inter_op_parallelism_threads(n_jobs)
-    tf.config.threading.set_intra_op_parallelism_threads(n_jobs)
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(n_jobs)
+        tf.config.threading.set_intra_op_parallelism_threads(n_jobs)
+    except RuntimeError:  # TensorFlow is already running in this process: its pools are set for good
+        pass
     if not tf.config.list_physical_devices("GPU"):
         log.info("tensorflow: no GPU visible (tensorflow %s), running on the CPU", tf.__version__)
     normalizer = tf.keras.layers.Normalization()

@@ -43,7 +43,7 @@ class _Listener(logging.handlers.QueueListener):
 class _JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         time = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
-        return json.dumps({"time": time.replace("+00:00", "Z"), **record.msg}, default=_plain)  # type: ignore[dict-item]
+        return json.dumps({"time": time.replace("+00:00", "Z"), **record.msg}, default=_plain)
 
 
 def _plain(value: Any) -> Any:
