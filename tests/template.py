@@ -69,6 +69,7 @@ class Combo:
     framework: str
     base_image: str
     model_source: str
+    gpu: bool = False
 
     @property
     def answers(self) -> dict[str, Any]:
@@ -78,7 +79,8 @@ class Combo:
     @property
     def buildable(self) -> bool:
         return (
-            self.python_version in BUILDABLE_PYTHONS
+            not self.gpu  # no GPU, no CUDA images and no CUDA wheels here
+            and self.python_version in BUILDABLE_PYTHONS
             and self.base_image in BUILDABLE_BASES
             and self.python_version in BUILDABLE_FRAMEWORK_PYTHONS.get(self.framework, BUILDABLE_PYTHONS)
         )
@@ -91,25 +93,39 @@ class Combo:
             kind = "rendered"  # buildable, but each of its answers is already built in another combination
         else:
             kind = "static-only"
-        return f"{self.framework}-{self.base_image}-{self.model_source}-py{self.python_version}-{kind}"
+        gpu = "-gpu" if self.gpu else ""
+        return f"{self.framework}-{self.base_image}{gpu}-{self.model_source}-py{self.python_version}-{kind}"
+
+
+def refusals(combo: Combo) -> tuple[str, ...]:
+    """Mirrors the validators: why the questions refuse a combination (empty: it renders)."""
+    reasons = []
+    if combo.python_version not in MATRIX["base_image"][combo.base_image]["pythons"]:
+        reasons.append(f"python-for-{combo.base_image}")
+    if combo.python_version not in MATRIX["framework"][combo.framework]["pythons"]:
+        reasons.append(f"python-for-{combo.framework}")
+    if combo.base_image == "nvidia-cuda" and not combo.gpu:
+        reasons.append("cuda-without-gpu")
+    if combo.gpu and not MATRIX["framework"][combo.framework]["gpu"]:
+        reasons.append("gpu-without-cuda-build")
+    elif combo.gpu and combo.base_image == "distroless":
+        reasons.append("gpu-on-distroless")
+    return tuple(reasons)
 
 
 def allowed(combo: Combo) -> bool:
-    """Mirrors the validators: combinations the questions refuse are tested as refusals, not renders."""
-    return (
-        combo.python_version in MATRIX["base_image"][combo.base_image]["pythons"]
-        and combo.python_version in MATRIX["framework"][combo.framework]["pythons"]
-    )
+    return not refusals(combo)
 
 
 ALL_COMBOS = [
     Combo(*values)
     for values in itertools.product(
-        choices("python_version"), choices("framework"), choices("base_image"), choices("model_source")
+        choices("python_version"), choices("framework"), choices("base_image"), choices("model_source"), [False, True]
     )
 ]
 COMBOS = [c for c in ALL_COMBOS if allowed(c)]
-REFUSED_COMBOS = [c for c in ALL_COMBOS if not allowed(c)]
+# one refused combination per distinct set of reasons (each costs a copier run)
+REFUSED_COMBOS = list({refusals(c): c for c in reversed(ALL_COMBOS) if not allowed(c)}.values())
 DEFAULT_COMBO = Combo(
     QUESTIONS["python_version"]["default"],
     QUESTIONS["framework"]["default"],

@@ -13,6 +13,7 @@ PUBLIC_QUESTIONS = [
     "project_name", "package_name", "description", "author_name", "author_email",
     "python_version", "framework", "base_image", "model_source", "serve_port", "torch_index_url",
     "model_uri", "model_sha256", "log_predictions",
+    "gpu", "cuda_version", "cuda_flavor", "gpu_count", "gpu_device_ids", "shm_size",
 ]
 
 
@@ -80,8 +81,27 @@ BAD_ANSWERS += [
     ("model_uri", "models/model.tar.gz"),
     ("model_sha256", "abc123"),
 ]
+BAD_ANSWERS += [
+    ("gpu_count", "0"),
+    ("gpu_count", "some"),
+    ("gpu_device_ids", "first,second"),
+    ("shm_size", "lots"),
+    ("cuda_version", "12.8"),  # no PyTorch wheels for it
+    ("cuda_version", "11.8"),
+]
+GPU_RENDER = {"framework": "pytorch", "gpu": "true", "torch_index_url": "https://torch.example.org/whl"}
 NEEDS = {"torch_index_url": {"framework": "pytorch"}, "model_uri": {"model_source": "downloaded"},
-         "model_sha256": {"model_source": "downloaded"}}
+         "model_sha256": {"model_source": "downloaded"},
+         **{q: GPU_RENDER for q in ("gpu_count", "gpu_device_ids", "shm_size", "cuda_version")}}
+
+
+def test_gpu_count_and_device_ids_exclude_each_other(tmp_path: Path) -> None:
+    data = {**DEFAULT_ANSWERS, **GPU_RENDER, "gpu_count": "2", "gpu_device_ids": "0,1"}
+    args = [arg for key, val in data.items() for arg in ("-d", f"{key}={val}")]
+    result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", "HEAD", *args, str(REPO),
+                        str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "'gpu_device_ids'" in result.stderr.strip().splitlines()[-1] and "exclude" in result.stderr
 
 
 @pytest.mark.parametrize(("question", "value"), BAD_ANSWERS, ids=[f"{q}={v!r}" for q, v in BAD_ANSWERS])

@@ -82,9 +82,10 @@ def save(model: Classifier, path: Path) -> None:
 
 
 def load(path: Path) -> Classifier:
-    tensors = load_file(str(path), device="cpu")
+    dev = device()
+    tensors = load_file(str(path), device=str(dev))
     weights = {name.removeprefix("net."): value for name, value in tensors.items() if name.startswith("net.")}
-    net = build(weights["0.weight"].shape[1], weights["2.weight"].shape[0])
+    net = build(weights["0.weight"].shape[1], weights["2.weight"].shape[0]).to(dev)
     net.load_state_dict(weights)
     return Classifier(net.eval(), tensors["input.mean"], tensors["input.std"])
 
@@ -92,5 +93,5 @@ def load(path: Path) -> Classifier:
 @torch.inference_mode()
 def predict(model: Classifier, rows: np.ndarray) -> np.ndarray:
     """Class indices (0 .. n_classes-1)."""
-    x = (torch.as_tensor(rows, dtype=torch.float32) - model.mean) / model.std
-    return model.net(x).argmax(dim=1).numpy()
+    x = (torch.as_tensor(rows, dtype=torch.float32, device=model.mean.device) - model.mean) / model.std
+    return model.net(x).argmax(dim=1).cpu().numpy()

@@ -63,7 +63,7 @@ def save(model: Any, path: Path) -> None:
 def load(path: Path) -> Any:
     booster = xgb.Booster()
     booster.load_model(bytearray(path.read_bytes()))
-    booster.set_param({"nthread": 1, "device": "cpu"})  # one request per thread in the server
+    booster.set_param({"nthread": 1, "device": device()})  # one request per thread in the server
     return booster
 
 

@@ -1,0 +1,85 @@
+"""Promise: GPU renders are what an expert would write. None of this is built: there is no GPU, no nvidia/cuda
+image and no CUDA wheel index here, so these checks are static (render, parse, lock inputs, compose config) and
+their ids say `static-only`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from dockerfile import Dockerfile
+from template import COMBOS, MATRIX, QUESTIONS, Combo, run
+
+GPU = [c for c in COMBOS if c.gpu]
+CPU = [c for c in COMBOS if not c.gpu]
+RenderCombo = Callable[[Combo], Path]
+
+
+def test_cuda_choices_are_the_matrix_releases() -> None:
+    assert list(QUESTIONS["cuda_version"]["choices"]) == list(MATRIX["cuda"])
+    for name, spec in MATRIX["framework"].items():
+        if spec["gpu"]:
+            assert set(spec["gpu"]["cuda"]) <= set(MATRIX["cuda"]), name
+
+
+@pytest.mark.static
+@pytest.mark.parametrize("combo", GPU, ids=lambda c: c.id)
+def test_gpu_render_static_only_images_wheels_and_env(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    answers = (project / ".copier-answers.yml").read_text()
+    cuda_version = next(line.split(": ")[1].strip("'") for line in answers.splitlines() if line.startswith("cuda_version:"))
+    cuda = MATRIX["cuda"][cuda_version]
+    assert cuda_version in MATRIX["framework"][combo.framework]["gpu"]["cuda"]
+    dockerfile = Dockerfile.read(project / "Dockerfile")
+    if combo.base_image == "nvidia-cuda":
+        flavor = MATRIX["framework"][combo.framework]["gpu"]["flavor"]
+        tag = f"nvidia/cuda:{cuda['image']}-{flavor}-ubuntu24.04"
+        assert dockerfile.global_args["RUNTIME_IMAGE"] == tag == dockerfile.global_args["BUILDER_IMAGE"]
+        python_apt = dockerfile.stages["python-base"].all("RUN")[0].args
+        assert '"python3.12=3.12.*"' in python_apt and "/usr/local/bin/python" in python_apt
+        for stage in ("venv-train", "venv-serve"):
+            assert "/usr/bin/python3.12 -m venv" in dockerfile.stages[stage].all("RUN")[-1].args
+    for runtime in ("train-runtime", "serve-runtime"):
+        env = " ".join(i.args for i in dockerfile.stages[runtime].all("ENV"))
+        assert "NVIDIA_VISIBLE_DEVICES=all" in env and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
+    serve_in = (project / "requirements/serve.in").read_text()
+    if combo.framework == "pytorch":
+        assert f"--extra-index-url {combo.answers['torch_index_url']}/{cuda['torch_index']}" in serve_in
+        assert dockerfile.global_args["EXTRA_INDEX_URL"].endswith(f"/{cuda['torch_index']}")
+    if combo.framework == "xgboost":
+        assert "xgboost>=" in serve_in and "xgboost-cpu" not in serve_in
+    if combo.framework == "tensorflow":
+        assert "tensorflow[and-cuda]" in serve_in and "tensorflow-cpu" not in serve_in
+    readme = (project / "README.md").read_text()
+    assert cuda["driver"] in readme and "NVIDIA Container Toolkit" in readme
+
+
+@pytest.mark.parametrize("combo", CPU, ids=lambda c: c.id)
+def test_cpu_render_never_asks_for_cuda(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    serve_in = (project / "requirements/serve.in").read_text()
+    assert "/cu1" not in serve_in and "and-cuda" not in serve_in
+    if combo.framework == "xgboost":
+        assert "xgboost-cpu" in serve_in
+    if combo.framework == "pytorch":
+        assert f"{combo.answers['torch_index_url']}/cpu" in serve_in
+    assert "NVIDIA" not in (project / "Dockerfile").read_text()
+    assert "nvidia" not in (project / "compose.yaml").read_text()
+
+
+@pytest.mark.static
+@pytest.mark.parametrize("combo", GPU, ids=lambda c: c.id)
+def test_gpu_compose_stanza_static_only(render_combo: RenderCombo, combo: Combo) -> None:
+    if not shutil.which("docker") or run(["docker", "compose", "version"], check=False).returncode != 0:
+        pytest.skip("docker compose CLI not installed")
+    config = json.loads(run(["docker", "compose", "--profile", "train", "config", "--format", "json"],
+                            cwd=render_combo(combo)).stdout)
+    for name in ("serve", "train"):
+        service = config["services"][name]
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}], devices  # count: all
+        assert service["shm_size"]
