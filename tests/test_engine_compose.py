@@ -47,6 +47,16 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
     env = {"COMPOSE_PROJECT_NAME": name, "SERVE_PORT": str(port), "IMAGE": f"mldt-test/{name}", "TAG": "t",
            "HOST_UID": "10001", "HOST_GID": "10001"}
     (project / "models").chmod(0o777)
+    files = ["compose.yaml"]
+    if combo.framework == "pytorch":
+        # the test's wheel index is on this machine's loopback: builds must use the host network, as the cached
+        # layers of the first builds did (the network mode is part of BuildKit's cache key)
+        (project / "compose.build.yaml").write_text(
+            "services:\n  serve:\n    build:\n      network: host\n"
+            "  train:\n    build:\n      network: host\n"
+        )
+        files.append("compose.build.yaml")
+    env["COMPOSE_FILE"] = ":".join(files)
     try:
         # train through compose: writes models/ on the host through the bind mount
         for item in (project / "models").glob("*.json"):
@@ -55,7 +65,6 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
         metadata = json.loads((project / "models/metadata.json").read_text())
         assert metadata["sha256"] == built.metadata["sha256"], "compose training differs from docker run training"
 
-        files = ["-f", "compose.yaml"]
         if combo.model_source == "downloaded":
             # the bundle server of the tests listens on 127.0.0.1: the service joins the host network for it
             uri, sha = request.getfixturevalue("bundle_server").publish(Built(combo, project, "", "", {}))
@@ -63,8 +72,8 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
                 "services:\n  serve:\n    network_mode: host\n    ports: !reset []\n    environment:\n"
                 f"      PORT: '{port}'\n      MODEL_URI: '{uri}'\n      MODEL_SHA256: '{sha}'\n"
             )
-            files += ["-f", "compose.test.yaml"]
-        env["COMPOSE_FILE"] = ":".join(files[1::2])
+            files.append("compose.test.yaml")
+            env["COMPOSE_FILE"] = ":".join(files)
         run(["docker", "compose", "up", "--build", "--wait", "--wait-timeout", "120", "serve"], cwd=project, env=env)
         ps = json.loads("[" + ",".join(run(["docker", "compose", "ps", "--format", "json"], cwd=project,
                                            env=env).stdout.split("\n")[:-1]) + "]")
