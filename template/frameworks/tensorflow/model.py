@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
+    tf.keras.backend.clear_session()  # fresh state and name counters: a second run in one process is identical
     random.seed(seed)
     np.random.seed(seed)
     tf.keras.utils.set_random_seed(seed)
@@ -45,14 +46,14 @@ def fit(features: np.ndarray, target: np.ndarray, *, seed: int, n_jobs: int) -> 
         pass
     if not tf.config.list_physical_devices("GPU"):
         log.info("tensorflow: no GPU visible (tensorflow %s), running on the CPU", tf.__version__)
-    normalizer = tf.keras.layers.Normalization()
+    normalizer = tf.keras.layers.Normalization(name="normalize")
     normalizer.adapt(features.astype("float32"))
     model = tf.keras.Sequential([
-        tf.keras.Input(shape=(features.shape[1],)),
+        tf.keras.Input(shape=(features.shape[1],), name="features"),
         normalizer,
-        tf.keras.layers.Dense(32, activation="relu"),
-        tf.keras.layers.Dense(int(target.max()) + 1),
-    ])
+        tf.keras.layers.Dense(32, activation="relu", name="hidden"),
+        tf.keras.layers.Dense(int(target.max()) + 1, name="logits"),
+    ], name="classifier")
     model.compile(optimizer=tf.keras.optimizers.Adam(0.02),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(features.astype("float32"), target, epochs=100, batch_size=32, shuffle=True, verbose=0)
