@@ -13,7 +13,10 @@ import pytest
 from conftest import BUILD_ARGS, Built, train_into
 from template import BUILT_COMBOS, MATRIX, Combo, Container, run
 
-pytestmark = [pytest.mark.engine, pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)]
+pytestmark = pytest.mark.engine
+each_built = pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)
+DISTROLESS = [c for c in BUILT_COMBOS if not MATRIX["base_image"][c.base_image]["shell"]]
+BAKED = [c for c in BUILT_COMBOS if c.model_source == "baked"]
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
@@ -30,6 +33,7 @@ def server(serve_container, combo: Combo):
         yield container
 
 
+@each_built
 def test_training_is_reproducible(built: Built, tmp_path: Path) -> None:
     again = train_into(built.train_image, tmp_path / "again")
     assert again["sha256"] == built.metadata["sha256"]
@@ -37,6 +41,7 @@ def test_training_is_reproducible(built: Built, tmp_path: Path) -> None:
     assert (built.project / "models" / built.metadata["artifact"]).is_file()
 
 
+@each_built
 def test_labels_come_from_build_args(built: Built) -> None:
     for image in (built.train_image, built.serve_image):
         labels = json.loads(run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image]).stdout)
@@ -45,6 +50,7 @@ def test_labels_come_from_build_args(built: Built) -> None:
         assert labels["org.opencontainers.image.title"]
 
 
+@each_built
 def test_predict_single_and_batch(server: Container, built: Built) -> None:
     status, body = server.http("POST", "/predict", {"features": ROW})
     assert status == 200, body
@@ -61,18 +67,21 @@ def test_predict_single_and_batch(server: Container, built: Built) -> None:
      b'{"instances": []}', b'{"instances": [[1,2,3,4]], "features": [1,2,3,4]}', b"{broken", b"[]", b"null",
      b'{"instances": [[1e400, 1, 2, 3]]}', b'{"features": {"a": 1}}'],
 )
+@each_built
 def test_bad_payloads_are_4xx_never_5xx(server: Container, combo: Combo, payload: bytes) -> None:
     status, body = server.http("POST", "/predict", raw=payload)
     assert 400 <= status < 500, (status, body)
     assert body["detail"]
 
 
+@each_built
 def test_ready_health_metadata(server: Container, built: Built) -> None:
     assert server.http("GET", "/health") == (200, {"status": "ok"})
     assert server.http("GET", "/ready")[1]["model_sha256"] == built.metadata["sha256"]
     assert server.http("GET", "/metadata")[1]["sha256"] == built.metadata["sha256"]
 
 
+@each_built
 def test_runs_as_non_root_user(server: Container, built: Built, combo: Combo) -> None:
     base = MATRIX["base_image"][combo.base_image]
     uid = base["uid"]
@@ -85,6 +94,7 @@ def test_runs_as_non_root_user(server: Container, built: Built, combo: Combo) ->
     assert train_user == "app"
 
 
+@each_built
 def test_hardened_runtime_flags_hold(server: Container) -> None:
     config = json.loads(run(["docker", "inspect", "--format", "{{json .HostConfig}}", server.id]).stdout)
     assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"]
@@ -94,14 +104,14 @@ def test_hardened_runtime_flags_hold(server: Container) -> None:
     assert run(["docker", "exec", server.id, "python", "-c", write, "/tmp/x"], check=False).returncode == 0
 
 
+@pytest.mark.parametrize("combo", DISTROLESS, ids=lambda c: c.id)
 def test_distroless_serve_image_has_no_shell(built: Built, combo: Combo) -> None:
-    if MATRIX["base_image"][combo.base_image]["shell"]:
-        pytest.skip(f"{combo.base_image} has a shell by design")
     for shell in ("/bin/sh", "/bin/bash", "/busybox/sh"):
         result = run(["docker", "run", "--rm", "--entrypoint", shell, built.serve_image, "-c", "true"], check=False)
         assert result.returncode != 0, f"{shell} ran in the distroless serve image"
 
 
+@each_built
 def test_sigterm_stops_within_10s_with_exit_0(server: Container) -> None:
     started = time.monotonic()
     run(["docker", "stop", "--time", "10", server.id])
@@ -111,6 +121,7 @@ def test_sigterm_stops_within_10s_with_exit_0(server: Container) -> None:
     assert elapsed < 10, f"docker stop took {elapsed:.1f}s: SIGTERM was not handled, Docker had to SIGKILL"
 
 
+@each_built
 def test_healthcheck_turns_healthy(serve_container, combo: Combo) -> None:
     with serve_container(combo, *HARDENED, "--health-interval", "1s") as container:
         deadline = time.monotonic() + 60
@@ -119,6 +130,7 @@ def test_healthcheck_turns_healthy(serve_container, combo: Combo) -> None:
             time.sleep(0.5)
 
 
+@each_built
 def test_tampered_model_never_becomes_ready_and_exits_1(built: Built, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
@@ -139,9 +151,8 @@ def test_tampered_model_never_becomes_ready_and_exits_1(built: Built, tmp_path: 
         assert "does not match metadata.json" in logs and str(Path("/app/models") / artifact.name) in logs
 
 
+@pytest.mark.parametrize("combo", BAKED, ids=lambda c: c.id)
 def test_serve_build_without_a_model_fails_early_and_says_why(built: Built, combo: Combo, tmp_path: Path) -> None:
-    if combo.model_source != "baked":
-        pytest.skip(f"model_source={combo.model_source}: the serve image holds no model by design")
     project = tmp_path / "no-model"
     run(["cp", "-a", str(built.project), str(project)])
     for item in (project / "models").iterdir():
@@ -153,6 +164,7 @@ def test_serve_build_without_a_model_fails_early_and_says_why(built: Built, comb
     assert "run 'make train' first" in result.stderr
 
 
+@each_built
 def test_generated_project_tests_pass_in_the_train_image(built: Built) -> None:
     result = run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-v", f"{built.project / 'tests'}:/app/tests:ro",
                   built.train_image, "python", "-m", "pytest", "-p", "no:cacheprovider", "tests"])

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from dockerfile import Dockerfile
-from template import COMBOS, MATRIX, QUESTIONS, Combo, run
+from template import COMBOS, MATRIX, QUESTIONS, Combo, render, run
+from test_hadolint import HADOLINT
 
 GPU = [c for c in COMBOS if c.gpu]
 CPU = [c for c in COMBOS if not c.gpu]
@@ -83,3 +85,34 @@ def test_gpu_compose_stanza_static_only(render_combo: RenderCombo, combo: Combo)
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert devices == [{"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}], devices  # count: all
         assert service["shm_size"]
+
+
+CUDA_VARIANTS = [
+    (framework, version, flavor)
+    for framework, spec in MATRIX["framework"].items() if spec["gpu"]
+    for version in spec["gpu"]["cuda"]
+    for flavor in QUESTIONS["cuda_flavor"]["choices"].values()
+]
+
+
+@pytest.mark.static
+@pytest.mark.parametrize(("framework", "version", "flavor"), CUDA_VARIANTS,
+                         ids=[f"{f}-cuda{v}-{fl}-static-only" for f, v, fl in CUDA_VARIANTS])
+def test_every_cuda_release_and_flavor_renders_static_only(tmp_path: Path, framework: str, version: str,
+                                                           flavor: str) -> None:
+    """Every cuda_version a framework offers and every cuda_flavor: the image tag comes from the data file, the
+    Dockerfile lints clean, and compose takes explicit device ids."""
+    combo = Combo("3.12", framework, "nvidia-cuda", "baked", gpu=True)
+    project = render(tmp_path / "p", {**combo.answers, "cuda_version": version, "cuda_flavor": flavor,
+                                      "gpu_device_ids": "0,GPU-8f6e2b1c-0000-4000-8000-000000000000"})
+    dockerfile = Dockerfile.read(project / "Dockerfile")
+    tag = f"nvidia/cuda:{MATRIX['cuda'][version]['image']}-{flavor}-ubuntu24.04"
+    assert dockerfile.global_args["RUNTIME_IMAGE"] == tag
+    result = subprocess.run([HADOLINT, "--no-fail", "--format", "json", str(project / "Dockerfile")],
+                            capture_output=True, text=True, check=True)
+    assert [f for f in json.loads(result.stdout or "[]") if f["level"] in ("error", "warning")] == []
+    if shutil.which("docker") and run(["docker", "compose", "version"], check=False).returncode == 0:
+        config = json.loads(run(["docker", "compose", "config", "--format", "json"], cwd=project).stdout)
+        devices = config["services"]["serve"]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "capabilities": ["gpu"],
+                            "device_ids": ["0", "GPU-8f6e2b1c-0000-4000-8000-000000000000"]}], devices
