@@ -172,3 +172,11 @@ def test_requirements_split_serve_from_train(render_combo: RenderCombo, combo: C
     wanted = spec["gpu"]["serve"] if combo.gpu and "serve" in spec["gpu"] else spec["serve"]
     for requirement in wanted:
         assert requirement in serve.splitlines()
+
+
+def test_generated_readme_explains_the_chosen_model_source(render_combo: RenderCombo, combo: Combo) -> None:
+    readme = (render_combo(combo) / "README.md").read_text()
+    assert f"## Rolling out a model ({combo.model_source})" in readme
+    needed = {"baked": "make train", "mounted": "/app/models:ro", "downloaded": "make publish"}[combo.model_source]
+    assert needed in readme
+    assert not re.search(r"\S## ", readme), "a heading glued to the previous line"
