@@ -30,11 +30,7 @@ def main() -> None:
     print("| combination | serve MB over base | serve largest layer MB | serve budget MB | train MB over base |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for combo in BUILT_COMBOS:
-        base_spec = MATRIX["base_image"][combo.base_image]
-        base = base_spec["runtime"].format(python=combo.python_version,
-                                           debian=MATRIX["python"][combo.python_version]["debian"])
-        builder = base_spec["builder"].format(python=combo.python_version,
-                                              debian=MATRIX["python"][combo.python_version]["debian"])
+        base, builder = combo.image("runtime"), combo.image("builder")
         serve, train = image_tag(combo, "serve"), image_tag(combo, "train")
         if run(["docker", "image", "inspect", serve], check=False).returncode != 0:
             print(f"| {combo.id} | not built | | | |")

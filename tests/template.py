@@ -85,6 +85,11 @@ class Combo:
             and self.python_version in BUILDABLE_FRAMEWORK_PYTHONS.get(self.framework, BUILDABLE_PYTHONS)
         )
 
+    def image(self, role: str) -> str:
+        """The `runtime` or `builder` image of a CPU combination, as the matrix names it."""
+        debian = MATRIX["python"][self.python_version]["debian"]
+        return MATRIX["base_image"][self.base_image][role].format(python=self.python_version, debian=debian)
+
     @property
     def id(self) -> str:
         if self in BUILT_COMBOS:

@@ -23,21 +23,18 @@ def layer_sizes(image: str) -> list[int]:
     return [int(line) for line in out.split()]
 
 
-def base_image(built: Built) -> str:
-    combo = built.combo
-    entry = MATRIX["base_image"][combo.base_image]["runtime"]
-    return entry.format(python=combo.python_version, debian=MATRIX["python"][combo.python_version]["debian"])
 
 
 def test_serve_image_size_budget(built_project: Callable[[Combo], Built], combo: Combo) -> None:
     built = built_project(combo)
-    base = image_size(base_image(built))
+    base_image = combo.image("runtime")
+    base = image_size(base_image)
     serve, train = image_size(built.serve_image), image_size(built.train_image)
     added = serve - base
     budget = MATRIX["framework"][combo.framework]["serve_budget_mb"]
-    assert added <= budget * MB, f"serve adds {added / MB:.1f} MB over {base_image(built)} (budget {budget} MB)"
+    assert added <= budget * MB, f"serve adds {added / MB:.1f} MB over {base_image} (budget {budget} MB)"
     assert serve < train, f"serve {serve / MB:.1f} MB is not smaller than train {train / MB:.1f} MB"
-    base_layers = len(layer_sizes(base_image(built)))
+    base_layers = len(layer_sizes(base_image))
     ours = layer_sizes(built.serve_image)[: -base_layers or None]
     layer_budget = LAYER_BUDGET if combo.framework == DEFAULT_COMBO.framework else budget * MB
     assert max(ours) <= layer_budget, f"largest serve layer is {max(ours) / MB:.1f} MB (budget {layer_budget / MB:.0f} MB)"

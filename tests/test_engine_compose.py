@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -14,13 +13,8 @@ import pytest
 import yaml
 
 from conftest import Built
-from template import BUILT_COMBOS, COMBOS, Combo, run
+from template import BUILT_COMBOS, COMBOS, Combo, free_port, run
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: c.id)
