@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/image_sizes.py
 
-Reads the images tagged mldt-test/<combination>:serve|train and prints, per combination, the MB each adds over
+Reads the images tagged $MLDT_IMAGE_PREFIX (default mldt-test)/<combination>:serve|train and prints, per combination, the MB each adds over
 its base image and its largest layer, as a Markdown table for BENCHMARKS.md.
 """
 

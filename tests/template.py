@@ -209,8 +209,12 @@ BUILT_COMBOS = covering_builds()
 STATIC_COMBOS = [c for c in COMBOS if not c.buildable]
 
 
+# Image names of this test run; MLDT_IMAGE_PREFIX keeps two runs on one engine from building over each other's tags
+IMAGE_PREFIX = os.environ.get("MLDT_IMAGE_PREFIX", "mldt-test")
+
+
 def image_tag(combo: Combo, target: str) -> str:
-    return f"mldt-test/{combo.id}:{target}"
+    return f"{IMAGE_PREFIX}/{combo.id}:{target}"
 
 
 def free_port() -> int:

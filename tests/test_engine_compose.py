@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import Built
-from template import BUILT_COMBOS, COMBOS, Combo, free_port, run
+from template import BUILT_COMBOS, COMBOS, IMAGE_PREFIX, Combo, free_port, run
 
 
 
@@ -38,7 +38,7 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
     run(["cp", "-a", str(built.project), str(project)])
     name = f"mldt-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    env = {"COMPOSE_PROJECT_NAME": name, "SERVE_PORT": str(port), "IMAGE": f"mldt-test/{name}", "TAG": "t",
+    env = {"COMPOSE_PROJECT_NAME": name, "SERVE_PORT": str(port), "IMAGE": f"{IMAGE_PREFIX}/{name}", "TAG": "t",
            "HOST_UID": "10001", "HOST_GID": "10001"}
     (project / "models").chmod(0o777)
     files = ["compose.yaml"]

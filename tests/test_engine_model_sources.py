@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 
 from conftest import Built
-from template import BUILT_COMBOS, DEFAULT_ANSWERS, MATRIX, REPO, Combo, Container, copier_cli, run
+from template import BUILT_COMBOS, DEFAULT_ANSWERS, IMAGE_PREFIX, MATRIX, REPO, Combo, Container, copier_cli, run
 
 pytestmark = pytest.mark.engine
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL")
@@ -96,19 +96,19 @@ def test_prediction_log_writes_json_lines(tmp_path: Path, engine: None) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     models = project / "models"
     models.chmod(0o777)
-    run(["docker", "build", "--target", "train", "-t", "mldt-test/predlog:train", "."], cwd=project,
+    run(["docker", "build", "--target", "train", "-t", f"{IMAGE_PREFIX}/predlog:train", "."], cwd=project,
         env={"DOCKER_BUILDKIT": "1"})
-    run(["docker", "run", "--rm", "-v", f"{models}:/app/models", "mldt-test/predlog:train"])
-    run(["docker", "build", "--target", "serve", "-t", "mldt-test/predlog:serve", "."], cwd=project,
+    run(["docker", "run", "--rm", "-v", f"{models}:/app/models", f"{IMAGE_PREFIX}/predlog:train"])
+    run(["docker", "build", "--target", "serve", "-t", f"{IMAGE_PREFIX}/predlog:serve", "."], cwd=project,
         env={"DOCKER_BUILDKIT": "1"})
     volume = f"mldt-log-{uuid.uuid4().hex[:8]}"
     try:
-        with Container("mldt-test/predlog:serve", *HARDENED, "-v", f"{volume}:/app/var/log") as server:
+        with Container(f"{IMAGE_PREFIX}/predlog:serve", *HARDENED, "-v", f"{volume}:/app/var/log") as server:
             for _ in range(3):
                 assert server.http("POST", "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]] * 2})[0] == 200
             run(["docker", "stop", server.id])  # flushes the log on shutdown
             out = run(["docker", "run", "--rm", "-v", f"{volume}:/log", "--entrypoint", "cat",
-                       "mldt-test/predlog:serve", "/log/predictions.jsonl"]).stdout
+                       f"{IMAGE_PREFIX}/predlog:serve", "/log/predictions.jsonl"]).stdout
     finally:
         run(["docker", "volume", "rm", "-f", volume], check=False)
     lines = [json.loads(line) for line in out.splitlines()]

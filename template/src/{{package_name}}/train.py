@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import model
+from . import model, runtime
 from .artifacts import sha256_of, write_atomically, write_metadata
 from .config import TrainSettings, load_settings, setup_logging
 
@@ -81,16 +81,18 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     fitted = model.fit(x_train, y_train, seed=settings.seed, n_jobs=settings.n_jobs)
     accuracy = float(accuracy_score(y_test, model.predict(fitted, x_test)))
 
-    artifact = settings.model_dir / model.ARTIFACT
-    write_atomically(artifact, lambda tmp: model.save(fitted, tmp))
+    artifact = settings.model_dir / runtime.ARTIFACT
+    write_atomically(artifact, lambda tmp: runtime.save(fitted, tmp, x_train))
     metadata = {
         "framework": model.FRAMEWORK,
         "framework_version": model.FRAMEWORK_VERSION,
+        **runtime.metadata(),
+        "serve_runtime": runtime.NAME,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
-        "artifact": model.ARTIFACT,
+        "artifact": runtime.ARTIFACT,
         "sha256": sha256_of(artifact),
-        "pickle_based": model.PICKLE_BASED,
+        "pickle_based": runtime.PICKLE_BASED,
         "feature_names": data.feature_names,
         "target_names": data.target_names,
         "classes": classes.tolist(),  # predictions are indices into this list
