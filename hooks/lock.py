@@ -33,7 +33,14 @@ import venv
 from pathlib import Path
 from urllib.parse import urlsplit
 
-LOCKS = ("train", "serve")  # order matters: serve.txt is compiled with `-c train.txt`
+# Order matters: train first; the others are compiled with `-c train.txt`, so a package they share with training
+# has the training version (the model is served, and explored, with the library that trained it).
+LOCKS = ("train", "serve", "dev")  # dev.in exists only in projects with the dev environment
+
+
+def locks(root: Path) -> list[str]:
+    """The locks this project has: one per requirements/<name>.in."""
+    return [name for name in LOCKS if (root / "requirements" / f"{name}.in").is_file()]
 PIP_KEYS = ("index-url", "extra-index-url", "find-links", "trusted-host")
 COMPILE_FLAGS = [
     "--quiet",
@@ -52,16 +59,16 @@ def log(msg: str) -> None:
 
 
 def compile_locks(workdir: Path, pip_compile: list[str], upgrade: bool = False) -> None:
-    """Run pip-compile for train then serve in workdir/requirements; serve is constrained by train.
+    """Run pip-compile for train, then serve (and dev) in workdir/requirements, constrained by train.
 
     Paths stay relative to workdir so the lock headers and annotations are the same wherever the lock is made.
     Existing locks in that folder are kept as the starting point (pip-compile only changes what it must).
     """
-    for name in LOCKS:
+    for name in locks(workdir):
         cmd = [*pip_compile, *COMPILE_FLAGS, "--output-file", f"requirements/{name}.txt"]
         if upgrade:
             cmd.append("--upgrade")
-        if name == "serve":
+        if name != "train":
             cmd += ["--constraint", "requirements/train.txt"]
         cmd.append(f"requirements/{name}.in")
         env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "make lock"}
@@ -174,7 +181,7 @@ def lock_locally(project: Path, out: Path, pip_tools: str, upgrade: bool) -> boo
         shutil.copytree(project / "requirements", work / "requirements")
         try:
             compile_locks(work, local_pip_compile(Path(tmp), pip_tools), upgrade)
-            for name in LOCKS:
+            for name in locks(work):
                 shutil.copyfile(work / "requirements" / f"{name}.txt", out / f"{name}.txt")
         except (OSError, subprocess.CalledProcessError) as error:
             log(f"local pip-compile failed: {error}")
@@ -183,11 +190,12 @@ def lock_locally(project: Path, out: Path, pip_tools: str, upgrade: bool) -> boo
 
 
 def install_locks(staged: Path, req_dir: Path) -> None:
-    """Replace the locks only once both were produced: never leave a half-updated pair."""
-    for name in LOCKS:
+    """Replace the locks only once all were produced: never leave a half-updated set."""
+    names = locks(req_dir.parent)
+    for name in names:
         if not (staged / f"{name}.txt").is_file():
             raise FileNotFoundError(f"{name}.txt was not produced")
-    for name in LOCKS:
+    for name in names:
         shutil.copyfile(staged / f"{name}.txt", req_dir / f"{name}.txt")
 
 
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"no local fallback: this is {sys.platform} with Python {local_python}, the images use {python}")
         if done:
             install_locks(staged, project / "requirements")
-            log("wrote requirements/train.txt and requirements/serve.txt")
+            log("wrote " + " and ".join(f"requirements/{name}.txt" for name in locks(project)))
             return 0
     print(instructions(python), file=sys.stderr)
     return 1 if args.strict else 0

@@ -41,3 +41,21 @@ def write_metadata(model_dir: Path, metadata: dict[str, Any]) -> None:
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:
     return json.loads((model_dir / METADATA).read_text())
+
+
+class NotWritable(Exception):
+    """The model directory cannot be written; the message says by whom and what to do."""
+
+
+def check_writable(directory: Path) -> None:
+    """Fail before training, not after it, when directory cannot take the model (a bind mount owned by another uid)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        uid, gid = os.getuid(), os.getgid()
+        raise NotWritable(
+            f"{directory} is not writable by uid {uid} ({error.strerror}): set HOST_UID/HOST_GID in .env to the "
+            f"owner of the host folder (`make env` writes yours), or make it writable by {uid}:{gid}"
+        ) from None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import model, runtime
-from .artifacts import sha256_of, write_atomically, write_metadata
+from .artifacts import NotWritable, check_writable, sha256_of, write_atomically, write_metadata
 from .config import TrainSettings, load_settings, setup_logging
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,9 @@ def main() -> None:
     settings = load_settings(TrainSettings)
     setup_logging(settings.log_level)
     try:
+        check_writable(settings.model_dir)
         metadata = train(settings)
-    except DataError as error:
+    except (DataError, NotWritable) as error:
         log.error("%s", error)
         raise SystemExit(1) from None
     log.info(
