@@ -13,22 +13,30 @@ $(BIN)/.installed: requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
+# checkov's dependencies clash with the dev tools': it gets a venv of its own (the Kubernetes tests run it)
+.venv-checkov/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --require-hashes -r requirements-checkov.txt
+	touch $@
+
 sample: $(BIN)/.installed ## render a sample project (default answers, locked) into build/sample
 	rm -rf build/sample
 	$(BIN)/copier copy --trust --defaults --vcs-ref HEAD -d project_name="Sample Model" . build/sample
 
-test: $(BIN)/.installed ## the whole test suite; the engine tests need Docker (CI: required, elsewhere: skipped)
+test: $(BIN)/.installed .venv-checkov/.installed ## the whole test suite; the engine tests need Docker (CI: required, elsewhere: skipped)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-static: $(BIN)/.installed ## only the tests that need no Docker engine
+test-static: $(BIN)/.installed .venv-checkov/.installed ## only the tests that need no Docker engine
 	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed ## build the default render and measure it (figures for BENCHMARKS.md)
 	$(BIN)/python bench/bench.py
 
-dev-lock: $(BIN)/.installed ## re-lock requirements-dev.txt
-	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-	  --no-emit-find-links --no-emit-trusted-host -o requirements-dev.txt requirements-dev.in
+dev-lock: $(BIN)/.installed ## re-lock requirements-dev.txt and requirements-checkov.txt
+	for name in dev checkov; do \
+	  $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	    --no-emit-find-links --no-emit-trusted-host -o requirements-$$name.txt requirements-$$name.in || exit 1; \
+	done
 
 clean: ## remove the virtual environment and rendered samples
-	rm -rf $(VENV) build
+	rm -rf $(VENV) .venv-checkov build
