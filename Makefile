@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 .DEFAULT_GOAL := help
-.PHONY: help sample test test-static bench dev-lock clean
+.PHONY: help sample test test-static check-matrix bench dev-lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(BIN)/.installed .venv-checkov/.installed ## the whole test suite; the en
 
 test-static: $(BIN)/.installed .venv-checkov/.installed ## only the tests that need no Docker engine
 	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
+
+check-matrix: $(BIN)/.installed ## check includes/matrix.yml against the package index (one line per drift)
+	$(BIN)/python tools/check_matrix.py
 
 bench: $(BIN)/.installed ## build the default render and measure it (figures for BENCHMARKS.md)
 	$(BIN)/python bench/bench.py

@@ -113,6 +113,9 @@ def refusals(combo: Combo) -> tuple[str, ...]:
         reasons.append("cuda-without-gpu")
     if combo.gpu and not MATRIX["framework"][combo.framework]["gpu"]:
         reasons.append("gpu-without-cuda-build")
+    elif combo.gpu and combo.python_version not in MATRIX["framework"][combo.framework]["gpu"].get(
+            "pythons", MATRIX["framework"][combo.framework]["pythons"]):
+        reasons.append(f"python-for-{combo.framework}-gpu")
     elif combo.gpu and combo.base_image == "distroless":
         reasons.append("gpu-on-distroless")
     return tuple(reasons)

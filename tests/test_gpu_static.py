@@ -52,12 +52,14 @@ def test_gpu_render_static_only_images_wheels_and_env(render_combo: RenderCombo,
     if combo.framework == "pytorch":
         assert f"--extra-index-url {combo.answers['torch_index_url']}/{cuda['torch_index']}" in serve_in
         assert dockerfile.global_args["EXTRA_INDEX_URL"].endswith(f"/{cuda['torch_index']}")
-    if combo.framework == "xgboost":
-        assert "xgboost>=" in serve_in and "xgboost-cpu" not in serve_in
+    if combo.framework == "xgboost":  # CUDA 12 builds are a package of their own since xgboost 3.4
+        package = "xgboost-cu12>=" if cuda["major"] == "12" else "\nxgboost>="
+        assert package in serve_in and "xgboost-cpu" not in serve_in, serve_in
     if combo.framework == "tensorflow":
         assert "tensorflow[and-cuda]" in serve_in and "tensorflow-cpu" not in serve_in
     readme = (project / "README.md").read_text()
-    assert cuda["driver"] in readme and "NVIDIA Container Toolkit" in readme
+    driver = cuda["driver"] if combo.base_image == "nvidia-cuda" else cuda["driver_pip"]
+    assert driver in readme and "NVIDIA Container Toolkit" in readme
 
 
 @pytest.mark.parametrize("combo", CPU, ids=lambda c: c.id)

@@ -1,0 +1,80 @@
+"""Promise: `make check-matrix` (run by CI on the real matrix) notices when includes/matrix.yml stops matching the
+package index: one line per drift, exit 1; an index that does not answer is one line and exit 2, never a hang.
+
+These tests ask the real package index (through this machine's pip configuration), as the check itself does.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from template import REPO
+
+CHECK = REPO / "tools" / "check_matrix.py"
+MATRIX_FILE = REPO / "includes" / "matrix.yml"
+
+
+def run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, str(CHECK), *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
+
+
+def write_matrix(tmp_path: Path, change) -> Path:  # noqa: ANN001
+    data = yaml.safe_load(MATRIX_FILE.read_text())
+    changed = copy.deepcopy(data)
+    change(changed["matrix"]["default"])
+    path = tmp_path / "matrix.yml"
+    path.write_text(yaml.safe_dump(changed))
+    return path
+
+
+def _cuda12_xgboost_is_cuda13(m: dict) -> None:
+    m["framework"]["xgboost"]["gpu"]["serve"]["12"] = ["xgboost>=3.4"]
+
+
+def _cpu_image_pulls_cuda(m: dict) -> None:
+    m["framework"]["xgboost"]["serve"] = ["xgboost>=3.4"]
+
+
+def _no_wheel_for_python(m: dict) -> None:
+    m["framework"]["xgboost"]["serve"] = ["xgboost-cpu>=3.3"]  # needs Python >= 3.12
+
+
+def _superseded_tag(m: dict) -> None:
+    m["cuda"]["13.0"]["image"] = "12.9.1"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_cuda12_xgboost_is_cuda13, "gpu-cuda12.6: xgboost 3."),
+        (_cpu_image_pulls_cuda, "pulls CUDA 13 libraries into a CPU image"),
+        (_no_wheel_for_python, "framework=xgboost python=3.11 cpu: no Linux x86_64 wheel"),
+        (_superseded_tag, "cuda 13.0: image tag 12.9.1 is not a 13.0.x release"),
+    ],
+    ids=["cuda-major", "cuda-in-cpu-image", "no-wheel-for-python", "image-tag"],
+)
+def test_drift_is_one_line_and_fails(tmp_path: Path, change, expected: str) -> None:  # noqa: ANN001
+    result = run_check("--matrix", str(write_matrix(tmp_path, change)), "--framework", "xgboost")
+    assert result.returncode == 1, result.stdout + result.stderr
+    drifts = [line for line in result.stdout.splitlines() if line.startswith("drift: ")]
+    assert any(expected in line for line in drifts), result.stdout
+    if expected.startswith("gpu-cuda12.6"):
+        assert any("is built for CUDA 13, the matrix declares CUDA 12" in line for line in drifts), result.stdout
+
+
+def test_an_unreachable_index_is_reported_not_hung(tmp_path: Path) -> None:
+    result = run_check("--framework", "sklearn", "--retries", "1", "--timeout", "60",
+                       env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "",
+                            "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": "/dev/null"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer after 2 tries" in lines[0], result.stderr
