@@ -21,7 +21,8 @@ $(BIN)/.installed: requirements-dev.txt
 
 sample: $(BIN)/.installed ## render a sample project (default answers, locked) into build/sample
 	rm -rf build/sample
-	$(BIN)/copier copy --trust --defaults --vcs-ref HEAD -d project_name="Sample Model" . build/sample
+	mkdir -p build
+	cd build && ../$(BIN)/copier copy --trust --defaults --vcs-ref HEAD .. sample
 
 test: $(BIN)/.installed .venv-checkov/.installed ## the whole test suite; the engine tests need Docker (CI: required, elsewhere: skipped)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

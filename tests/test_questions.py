@@ -71,6 +71,9 @@ BAD_ANSWERS = [
     ("serve_port", "65536"),
     ("serve_port", "abc"),
     ("serve_port", "8000.5"),
+    ("serve_runtime", "tflite"),
+    ("lock_tool", "poetry"),
+    ("ci", "jenkins"),
 ]
 
 
@@ -94,6 +97,28 @@ GPU_RENDER = {"framework": "pytorch", "gpu": "true", "torch_index_url": "https:/
 NEEDS = {"torch_index_url": {"framework": "pytorch"}, "model_uri": {"model_source": "downloaded"},
          "model_sha256": {"model_source": "downloaded"},
          **{q: GPU_RENDER for q in ("gpu_count", "gpu_device_ids", "shm_size", "cuda_version")}}
+
+
+@pytest.mark.parametrize(("folder", "package"), [("my-model", "my_model"), ("Fraud Detector v2", "fraud_detector_v2")])
+def test_defaults_alone_render_a_project_named_after_its_folder(tmp_path: Path, folder: str, package: str) -> None:
+    """`copier copy --trust --defaults <template> my-model`, with no -d at all, as the README's quick start says."""
+    result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", "HEAD", str(REPO), folder,
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = yaml.safe_load((tmp_path / folder / ".copier-answers.yml").read_text())
+    assert (answers["project_name"], answers["package_name"]) == (folder, package)
+    assert (tmp_path / folder / "src" / package / "serve.py").is_file()
+
+
+def test_pytorch_defaults_to_the_public_wheel_index(tmp_path: Path) -> None:
+    """--defaults -d framework=pytorch renders: the index pytorch.org's install selector shows is the default."""
+    result = copier_cli("copy", "--trust", "--defaults", "--skip-tasks", "--vcs-ref", "HEAD", "-d", "framework=pytorch",
+                        str(REPO), "torch-model", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    project = tmp_path / "torch-model"
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["torch_index_url"] == QUESTIONS[
+        "torch_index_url"]["default"] == "https://download.pytorch.org/whl"
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (project / "requirements/serve.in").read_text()
 
 
 def test_gpu_count_and_device_ids_exclude_each_other(tmp_path: Path) -> None:
