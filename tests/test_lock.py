@@ -139,9 +139,12 @@ def test_installs_both_locks_or_neither(tmp_path: Path) -> None:
     staged, target = tmp_path / "staged", tmp_path / "requirements"
     staged.mkdir()
     target.mkdir()
+    for name in ("train", "serve", "dev"):  # a project's locks are named by its requirements/*.in
+        (target / f"{name}.in").write_text("")
     (staged / "train.txt").write_text("new")
+    (staged / "serve.txt").write_text("new")
     (target / "train.txt").write_text("old")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="dev.txt"):
         lock.install_locks(staged, target)
     assert (target / "train.txt").read_text() == "old"
     shutil.rmtree(staged)
