@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -76,10 +77,15 @@ class UserProject:
 
 
 @pytest.fixture(scope="module")
-def user_project(built_project: Callable[[Combo], Built], tmp_path_factory: pytest.TempPathFactory):
-    project = UserProject(built_project(DEFAULT_COMBO), tmp_path_factory.mktemp("dev-user"))
-    yield project
-    project.down()
+def user_project(built_project: Callable[[Combo], Built]):
+    built = built_project(DEFAULT_COMBO)
+    root = Path(tempfile.mkdtemp(prefix="mldt-dev-user-"))  # pytest's own tmp folders are private to root
+    try:
+        project = UserProject(built, root)
+        yield project
+        project.down()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_env_holds_the_users_uid_and_a_token(user_project: UserProject) -> None:
