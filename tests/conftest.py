@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 from torch_index import TorchIndex, find_torch_wheel
-from template import LOCK_PINS, MATRIX, REPO, SESSION_LABEL, Container, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
+from template import DEV_BUILDS, LOCK_PINS, MATRIX, REPO, SESSION_LABEL, Container, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +98,8 @@ def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None,
             if combo.framework == "pytorch":
                 request.getfixturevalue("torch_index")
             dst = tmp_path_factory.mktemp(f"locked-{combo.id}") / "project"
-            args = [a for k, v in combo.answers.items() for a in ("-d", f"{k}={v}")]
+            answers = combo.answers if combo in DEV_BUILDS else {**combo.answers, "dev_environment": False}
+            args = [a for k, v in answers.items() for a in ("-d", f"{k}={v}")]
             pin = LOCK_PINS.get(combo.framework)
             skip = ["--skip-tasks"] if pin else []
             result = copier_cli("copy", "--trust", "--defaults", *skip, "--vcs-ref", "HEAD", *args, str(REPO),

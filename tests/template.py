@@ -209,6 +209,9 @@ def covering_builds() -> list[Combo]:
 
 
 BUILT_COMBOS = covering_builds()
+# The dev environment (on by default) adds a third lock; the engine builds it for these two only
+# (tests/test_engine_dev.py), and the other built combinations are copied with dev_environment=false to keep CI short.
+DEV_BUILDS = {DEFAULT_COMBO, replace(DEFAULT_COMBO, framework="lightgbm")}
 STATIC_COMBOS = [c for c in COMBOS if not c.buildable]
 
 

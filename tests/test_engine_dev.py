@@ -14,18 +14,17 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from conftest import Built
-from template import DEFAULT_COMBO, IMAGE_PREFIX, SESSION_LABEL, Combo, free_port, run
+from template import DEFAULT_COMBO, DEV_BUILDS, IMAGE_PREFIX, SESSION_LABEL, Combo, free_port, run
 
 pytestmark = pytest.mark.engine
 USER = 1000
-OTHER_FRAMEWORK = replace(DEFAULT_COMBO, framework="lightgbm")
+OTHER_FRAMEWORK = next(c for c in DEV_BUILDS if c != DEFAULT_COMBO)  # lightgbm
 
 
 def as_user(cmd: list[str], home: Path) -> list[str]:
