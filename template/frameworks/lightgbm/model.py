@@ -51,4 +51,9 @@ def load(path: Path) -> Any:
 
 def predict(model: Any, rows: np.ndarray) -> np.ndarray:
     """Class indices (0 .. n_classes-1)."""
-    return model.predict(rows, num_threads=1).argmax(axis=1)
+    return predict_proba(model, rows).argmax(axis=1)
+
+
+def predict_proba(model: Any, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities, one column per class index (the multiclass objective's output)."""
+    return model.predict(rows, num_threads=1)

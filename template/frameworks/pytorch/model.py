@@ -93,5 +93,11 @@ def load(path: Path) -> Classifier:
 @torch.inference_mode()
 def predict(model: Classifier, rows: np.ndarray) -> np.ndarray:
     """Class indices (0 .. n_classes-1)."""
+    return predict_proba(model, rows).argmax(axis=1)
+
+
+def predict_proba(model: Classifier, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities (softmax of the logits), one column per class index."""
     x = (torch.as_tensor(rows, dtype=torch.float32, device=model.mean.device) - model.mean) / model.std
-    return model.net(x).argmax(dim=1).cpu().numpy()
+    with torch.no_grad():
+        return torch.softmax(model.net(x), dim=1).cpu().numpy()

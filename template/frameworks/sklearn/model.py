@@ -43,3 +43,8 @@ def load(path: Path) -> Any:
 
 def predict(model: Any, rows: np.ndarray) -> np.ndarray:
     return model.predict(rows)
+
+
+def predict_proba(model: Any, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities, one column per class index."""
+    return model.predict_proba(rows)

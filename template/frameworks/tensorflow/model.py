@@ -100,4 +100,9 @@ def load(path: Path) -> Any:
 
 def predict(model: Any, rows: np.ndarray) -> np.ndarray:
     """Class indices (0 .. n_classes-1)."""
-    return np.asarray(model(rows.astype("float32"), training=False)).argmax(axis=1)
+    return predict_proba(model, rows).argmax(axis=1)
+
+
+def predict_proba(model: Any, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities (softmax of the logits), one column per class index."""
+    return np.asarray(tf.nn.softmax(model(rows.astype("float32"), training=False), axis=1))

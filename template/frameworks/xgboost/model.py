@@ -69,4 +69,9 @@ def load(path: Path) -> Any:
 
 def predict(model: Any, rows: np.ndarray) -> np.ndarray:
     """Class indices (0 .. n_classes-1)."""
-    return model.predict(xgb.DMatrix(rows)).argmax(axis=1)
+    return predict_proba(model, rows).argmax(axis=1)
+
+
+def predict_proba(model: Any, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities, one column per class index (multi:softprob)."""
+    return model.predict(xgb.DMatrix(rows))
