@@ -1,0 +1,86 @@
+"""Prometheus metrics at GET /metrics, with the maintained client library and the usual names.
+
+http_requests_total{method,route,status}          requests answered, by route template (not raw path)
+http_request_duration_seconds{method,route}       latency histogram
+model_batch_rows                                  rows per model call
+model_inference_duration_seconds                  time inside the model
+model_load_duration_seconds                       how long locating, verifying and loading the model took
+model_info{framework,framework_version,sha256,serve_runtime}   the model being served (value 1)
+
+/metrics, /health and /ready are not counted: scrapes and probes would drown the traffic they describe.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match
+
+NOT_COUNTED = {"/metrics", "/health", "/ready", "/v2/health/live", "/v2/health/ready"}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()  # one per app: tests and reloads never collide
+        self.requests = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_rows = Histogram("model_batch_rows", "Rows per model call", buckets=ROW_BUCKETS,
+                                    registry=self.registry)
+        self.inference = Histogram("model_inference_duration_seconds", "Time spent in the model per call",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.load_seconds = Gauge("model_load_duration_seconds", "Time to locate, verify and load the model",
+                                  registry=self.registry)
+        self.model_info = Gauge("model_info", "The model being served",
+                                ["framework", "framework_version", "sha256", "serve_runtime"], registry=self.registry)
+
+    def model_loaded(self, metadata: dict[str, Any], seconds: float) -> None:
+        self.load_seconds.set(seconds)
+        self.model_info.labels(str(metadata.get("framework")), str(metadata.get("framework_version")),
+                               str(metadata.get("sha256")), str(metadata.get("serve_runtime", "native"))).set(1)
+
+    def observe_inference(self, rows: int, seconds: float) -> None:
+        self.batch_rows.observe(rows)
+        self.inference.observe(seconds)
+
+    def install(self, app: FastAPI) -> None:
+        """Count requests by route template, and serve /metrics."""
+        metrics = self
+
+        class Instrument:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+                if scope["type"] != "http" or scope["path"] in NOT_COUNTED:
+                    await self.inner(scope, receive, send)
+                    return
+                status = 500
+                started = time.perf_counter()
+
+                async def send_status(message: dict) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = message["status"]
+                    await send(message)
+
+                try:
+                    await self.inner(scope, receive, send_status)
+                finally:
+                    route = next((r.path for r in app.router.routes if r.matches(scope)[0] == Match.FULL),
+                                 "unmatched")
+                    metrics.requests.labels(scope["method"], route, str(status)).inc()
+                    metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+        app.add_middleware(Instrument)
+
+        @app.get("/metrics", include_in_schema=False)
+        def scrape() -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
