@@ -98,7 +98,8 @@ def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, too
     env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "make lock"}
     if tool == "uv":
         flags = [*UV_COMPILE_FLAGS, "--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}"]
-        env.update(uv_env(pip_settings()))
+        # like pip (which uses the system trust store), trust the system's CAs: a company proxy's CA is installed there
+        env.update(uv_env(pip_settings()), UV_SYSTEM_CERTS="1")
     else:
         flags = COMPILE_FLAGS
     for name in locks(workdir):

@@ -49,7 +49,8 @@ class SmokeError(Exception):
 def docker(*args: str, stdin: bytes | None = None, check: bool = True) -> str:
     result = subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=300)
     if check and result.returncode != 0:
-        raise SmokeError(f"docker {args[0]} failed: {result.stderr.decode(errors='replace').strip()[-500:]}")
+        lines = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+        raise SmokeError(f"docker {args[0]} failed: {lines[-1][-300:]}")
     return result.stdout.decode(errors="replace").strip()
 
 
@@ -60,8 +61,8 @@ def fill_volume(volume: str, image: str, files: dict[str, Path]) -> None:
         for name, path in files.items():
             tar.add(path, arcname=name)
     extract = "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|').extractall('/fill')"
-    docker("run", "--rm", "-i", "--user", "0", "--entrypoint", "python", "-v", f"{volume}:/fill", image, "-c", extract,
-           stdin=buffer.getvalue())
+    docker("run", "--rm", "-i", "--pull", "never", "--user", "0", "--entrypoint", "python", "-v", f"{volume}:/fill",
+           image, "-c", extract, stdin=buffer.getvalue())
 
 
 def request(container: str, path: str, body: object = None) -> tuple[int, object]:
@@ -87,7 +88,8 @@ def wait_ready(container: str) -> None:
 
 def smoke(image: str, models: Path | None, bundle: Path | None, uid: int) -> str:
     name = f"smoke-{uuid.uuid4().hex[:12]}"
-    run = ["run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+    # --pull never: the image under test is the one just built here, never one from a registry
+    run = ["run", "-d", "--pull", "never", "--name", name, "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
            "--security-opt", "no-new-privileges:true"]
     volumes = []
     try:
