@@ -303,7 +303,7 @@ def lock_locally(project: Path, out: Path, tool: str, version: str, upgrade: boo
 
 def install_locks(staged: Path, req_dir: Path) -> None:
     """Replace the locks only once all were produced: never leave a half-updated set."""
-    names = locks(req_dir.parent)
+    names = [name for name in LOCKS if name in ("train", "serve") or name in locks(req_dir.parent)]
     for name in names:
         if not (staged / f"{name}.txt").is_file():
             raise FileNotFoundError(f"{name}.txt was not produced")
