@@ -4,6 +4,7 @@ pip-tools, inside the image, and its projects build, train and serve; installs s
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,14 @@ from test_lock import assert_good_locks, pins
 spec = importlib.util.spec_from_file_location("lock", REPO / "hooks" / "lock.py")
 lock = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(lock)
+
+
+def hashes(path: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for block in re.split(r"^(?=[A-Za-z0-9])", path.read_text(), flags=re.MULTILINE)[1:]:
+        name = re.split(r"[=\[ ]", block, maxsplit=1)[0].lower().replace("_", "-")
+        found[name] = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
+    return found
 
 
 def test_both_lock_tools_are_offered() -> None:
@@ -73,6 +82,8 @@ def test_uv_locks_inside_the_image_with_the_same_pins_as_pip_tools(locked_projec
     assert_good_locks(twin, combo.python_version, combo.framework)
     for name in ("train", "serve"):
         assert pins(project / f"requirements/{name}.txt") == pins(twin / f"requirements/{name}.txt"), name
+        # and the same hashes: an install verifies exactly the same files whichever tool locked
+        assert hashes(project / f"requirements/{name}.txt") == hashes(twin / f"requirements/{name}.txt"), name
     if combo.framework == "pytorch":  # from the tests' local CPU index, not PyPI's CUDA build
         assert train["torch"].endswith("+cpu"), train["torch"]
 
