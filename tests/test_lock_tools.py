@@ -66,6 +66,20 @@ def test_uv_gets_the_pip_index_settings_as_its_own_variables() -> None:
     assert not any(flag.startswith("--emit") for flag in lock.UV_COMPILE_FLAGS)
 
 
+def test_the_build_secret_pip_conf_reaches_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the lock stage the private index arrives as a pip.conf (PIP_CONFIG_FILE, the BuildKit secret): the
+    same file lock.py writes for the build must become uv's settings, as it becomes pip-compile's."""
+    conf = tmp_path / "pip.conf"
+    assert lock.write_pip_conf({"index-url": ["https://user:token@pypi.example.org/simple"],
+                                "extra-index-url": ["http://127.0.0.1:3141/simple"]}, conf) is True
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    env = lock.uv_env(lock.pip_settings())
+    assert env["UV_INDEX_URL"] == "https://user:token@pypi.example.org/simple"
+    assert env["UV_EXTRA_INDEX_URL"] == "http://127.0.0.1:3141/simple"
+
+
 @pytest.mark.engine
 @pytest.mark.parametrize("combo", LOCK_TOOL_COMBOS, ids=lambda c: c.id)
 def test_uv_locks_inside_the_image_with_the_same_pins_as_pip_tools(locked_project: Callable[[Combo], Path],
