@@ -4,25 +4,34 @@
 Shipped into every generated project as scripts/lock.py: Copier runs it once after `copier copy`, and `make lock`
 runs it afterwards. Standard library only, so it runs under any Python 3.9+.
 
-    python scripts/lock.py            # Docker if an engine answers, else a local pip-compile, else instructions
+    python scripts/lock.py            # Docker if an engine answers, else a local compile, else instructions
     python scripts/lock.py --engine docker|local
+    python scripts/lock.py --check    # offline: is every lock up to date with its inputs? (make lock-check)
     python scripts/lock.py compile    # what the Dockerfile's `lock` stage runs (inside the image)
+
+The lock tool is the Dockerfile's LOCK_TOOL (pip-tools or uv) at LOCK_TOOL_VERSION; both compile the same .in files
+into pip-compatible hashed locks, installed with `pip install --require-hashes --no-deps`.
 
 Order of preference:
 1. `docker build --target lock`: pip-compile runs inside the same Python image as the runtime, so markers and
    wheels match the container, not the laptop.
-2. A local pip-compile, only on Linux with the same Python minor version as the images.
+2. A local pip-compile (or uv), only on Linux with the same Python minor version as the images.
 3. Otherwise, instructions, and exit 0 (`--strict` makes it exit 1): a project is never left broken by locking.
 
 The user's pip settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_TRUSTED_HOST, and the same keys of
 `pip config`) reach the build as a BuildKit secret, never as a build argument, and the locks never record index
-URLs (they may carry credentials).
+URLs (they may carry credentials). uv reads no pip.conf: the same settings reach it as UV_* variables.
+
+Every lock starts with a stamp: the sha256 of what it was compiled from (its .in files and their -r/-c includes,
+the Python version, the builder image and the lock tool with its version). `--check` recomputes it, without network
+or Docker, so CI and a pre-commit hook can refuse a lock that is stale against its .in.
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import hashlib
 import os
 import re
 import shutil
@@ -41,6 +50,8 @@ LOCKS = ("train", "serve", "dev")  # dev.in exists only in projects with the dev
 def locks(root: Path) -> list[str]:
     """The locks this project has: one per requirements/<name>.in."""
     return [name for name in LOCKS if (root / "requirements" / f"{name}.in").is_file()]
+
+
 PIP_KEYS = ("index-url", "extra-index-url", "find-links", "trusted-host")
 COMPILE_FLAGS = [
     "--quiet",
@@ -52,31 +63,122 @@ COMPILE_FLAGS = [
     "--no-emit-find-links",
     "--resolver=backtracking",
 ]
+# uv's equivalents: index URLs, trusted hosts and find-links are never emitted and extras are stripped by default.
+# `unsafe-best-match` resolves across all indexes as pip does (uv's default takes a package from the first index
+# that has it, so a framework's extra index, PyTorch's, would decide numpy's version too).
+UV_COMPILE_FLAGS = [
+    "--quiet",
+    "--generate-hashes",
+    "--index-strategy",
+    "unsafe-best-match",
+    "--custom-compile-command",
+    "make lock",
+]
+# uv reads no pip.conf: each pip setting has an environment variable (lists: space- or comma-separated)
+UV_ENV = {
+    "index-url": ("UV_INDEX_URL", " "),
+    "extra-index-url": ("UV_EXTRA_INDEX_URL", " "),
+    "find-links": ("UV_FIND_LINKS", ","),
+    "trusted-host": ("UV_INSECURE_HOST", " "),
+}
+STAMP = "# lock-inputs: sha256="
 
 
 def log(msg: str) -> None:
     print(f"lock: {msg}", file=sys.stderr, flush=True)
 
 
-def compile_locks(workdir: Path, pip_compile: list[str], upgrade: bool = False) -> None:
-    """Run pip-compile for train, then serve (and dev) in workdir/requirements, constrained by train.
+def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, tool: str = "pip-tools") -> None:
+    """Compile train, then serve (and dev) in workdir/requirements, constrained by train.
 
+    `compiler` is pip-compile's command, or uv's for tool="uv" (`uv pip compile` with equivalent flags).
     Paths stay relative to workdir so the lock headers and annotations are the same wherever the lock is made.
-    Existing locks in that folder are kept as the starting point (pip-compile only changes what it must).
+    Existing locks in that folder are kept as the starting point (both tools only change what they must).
     """
+    env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "make lock"}
+    if tool == "uv":
+        flags = [*UV_COMPILE_FLAGS, "--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}"]
+        # like pip (which uses the system trust store), trust the system's CAs: a company proxy's CA is installed there
+        env.update(uv_env(pip_settings()), UV_SYSTEM_CERTS="1")
+    else:
+        flags = COMPILE_FLAGS
     for name in locks(workdir):
-        cmd = [*pip_compile, *COMPILE_FLAGS, "--output-file", f"requirements/{name}.txt"]
+        cmd = [*compiler, *flags, "--output-file", f"requirements/{name}.txt"]
         if upgrade:
             cmd.append("--upgrade")
         if name != "train":
             cmd += ["--constraint", "requirements/train.txt"]
         cmd.append(f"requirements/{name}.in")
-        env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "make lock"}
         subprocess.run(cmd, check=True, cwd=workdir, env=env)
 
 
+def uv_env(settings: dict[str, list[str]]) -> dict[str, str]:
+    """The pip index settings as uv's environment variables (uv does not read pip.conf or PIP_* variables)."""
+    env = {}
+    for key, values in settings.items():
+        if key in UV_ENV and values:
+            name, sep = UV_ENV[key]
+            env[name] = sep.join(values)
+    return env
+
+
+def lock_inputs(project: Path, name: str) -> list[Path]:
+    """The .in files a lock is compiled from: <name>.in and its -r/-c includes, recursively; serve and dev are
+    constrained by train.txt, so train's inputs are theirs too."""
+    seen: list[Path] = []
+    pending = [(project / "requirements" / f"{n}.in").resolve() for n in dict.fromkeys([name, "train"])]
+    while pending:
+        path = pending.pop(0)
+        if path in seen or not path.is_file():
+            continue
+        seen.append(path)
+        for ref in re.findall(r"^\s*(?:-r|-c|--requirement|--constraint)[ =]\s*(\S+)", path.read_text(), re.MULTILINE):
+            if ref.endswith(".in"):  # .txt constraints are locks made from .in files already counted
+                pending.append((path.parent / ref).resolve())
+    return seen
+
+
+def inputs_digest(project: Path, name: str) -> tuple[str, str]:
+    """(sha256, summary) of what a lock depends on: its .in files, the Python, the builder image, the lock tool."""
+    args = dockerfile_args(project)
+    python = args.get("PYTHON_VERSION", "?")
+    # a digest pin (@sha256:...) moves weekly with security updates of the same image; the tag decides the lock
+    image = re.sub(r"@sha256:[0-9a-f]+$", "", args.get("BUILDER_IMAGE", "?").replace("${PYTHON_VERSION}", python))
+    tool = f"{args.get('LOCK_TOOL', 'pip-tools')}=={args.get('LOCK_TOOL_VERSION', '?')}"
+    digest = hashlib.sha256(f"python={python}\nimage={image}\ntool={tool}\n".encode())
+    root = project.resolve()
+    for path in lock_inputs(project, name):
+        label = path.relative_to(root).as_posix() if root in path.parents else path.name
+        digest.update(f"{label}\n".encode() + path.read_bytes().replace(b"\r\n", b"\n"))
+    return digest.hexdigest(), f"python {python}, {image}, {tool}"
+
+
+def stamp_lock(project: Path, name: str) -> None:
+    """Put the inputs' digest on the lock's first line (replacing an older stamp)."""
+    path = project / "requirements" / f"{name}.txt"
+    digest, summary = inputs_digest(project, name)
+    body = "".join(line for line in path.read_text().splitlines(keepends=True) if not line.startswith(STAMP))
+    path.write_text(f"{STAMP}{digest} ({summary}; `make lock-check` compares it)\n{body}")
+
+
+def check_locks(project: Path) -> list[str]:
+    """One line per lock that does not match its inputs (empty: all up to date). Offline and fast."""
+    problems = []
+    for name in locks(project):
+        path = project / "requirements" / f"{name}.txt"
+        if not path.is_file():
+            problems.append(f"requirements/{name}.txt is missing: run make lock")
+            continue
+        first = path.read_text().split("\n", 1)[0]
+        if not first.startswith(STAMP):
+            problems.append(f"requirements/{name}.txt has no input stamp (made before lock-check): run make lock")
+        elif first[len(STAMP):].split(" ", 1)[0] != inputs_digest(project, name)[0]:
+            problems.append(f"requirements/{name}.txt is stale against {name}.in: run make lock")
+    return problems
+
+
 def dockerfile_args(project: Path) -> dict[str, str]:
-    """ARG defaults of the Dockerfile: the single place the Python and pip-tools versions are written."""
+    """ARG defaults of the Dockerfile: the single place the Python, the lock tool and its version are written."""
     text = (project / "Dockerfile").read_text()
     return dict(re.findall(r"^ARG\s+([A-Z_]+)=(\S+)", text, flags=re.MULTILINE))
 
@@ -161,37 +263,47 @@ def lock_with_docker(project: Path, out: Path, upgrade: bool) -> bool:
         return result.returncode == 0
 
 
-def local_pip_compile(tmp: Path, pip_tools: str) -> list[str]:
-    try:
-        import piptools  # noqa: F401
+def local_compiler(tmp: Path, tool: str, version: str) -> list[str]:
+    """pip-compile from this Python if it has pip-tools; uv if the one on PATH is the pinned version; otherwise the
+    pinned version installed into a temporary virtual environment."""
+    if tool == "uv":
+        found = shutil.which("uv")
+        answer = subprocess.run([found, "--version"], capture_output=True, text=True).stdout if found else ""
+        if answer.split()[1:2] == [version]:
+            return [found, "pip", "compile"]
+    else:
+        try:
+            import piptools  # noqa: F401
 
-        return [sys.executable, "-m", "piptools", "compile"]
-    except ImportError:
-        pass
-    log(f"installing pip-tools=={pip_tools} into a temporary virtual environment")
+            return [sys.executable, "-m", "piptools", "compile"]
+        except ImportError:
+            pass
+    log(f"installing {tool}=={version} into a temporary virtual environment")
     venv.create(tmp / "venv", with_pip=True)
     python = str(tmp / "venv" / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", f"pip-tools=={pip_tools}"], check=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", f"{tool}=={version}"], check=True)
+    if tool == "uv":
+        return [str(tmp / "venv" / "bin" / "uv"), "pip", "compile"]
     return [python, "-m", "piptools", "compile"]
 
 
-def lock_locally(project: Path, out: Path, pip_tools: str, upgrade: bool) -> bool:
+def lock_locally(project: Path, out: Path, tool: str, version: str, upgrade: bool) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "project"
         shutil.copytree(project / "requirements", work / "requirements")
         try:
-            compile_locks(work, local_pip_compile(Path(tmp), pip_tools), upgrade)
+            compile_locks(work, local_compiler(Path(tmp), tool, version), upgrade, tool)
             for name in locks(work):
                 shutil.copyfile(work / "requirements" / f"{name}.txt", out / f"{name}.txt")
         except (OSError, subprocess.CalledProcessError) as error:
-            log(f"local pip-compile failed: {error}")
+            log(f"local {tool} compile failed: {error}")
             return False
     return True
 
 
 def install_locks(staged: Path, req_dir: Path) -> None:
     """Replace the locks only once all were produced: never leave a half-updated set."""
-    names = locks(req_dir.parent)
+    names = [name for name in LOCKS if name in ("train", "serve") or name in locks(req_dir.parent)]
     for name in names:
         if not (staged / f"{name}.txt").is_file():
             raise FileNotFoundError(f"{name}.txt was not produced")
@@ -215,18 +327,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["auto", "docker", "local"], default="auto")
     parser.add_argument("--upgrade", action="store_true", help="move every pin to the newest allowed version")
     parser.add_argument("--strict", action="store_true", help="exit 1 when no lock could be made")
+    parser.add_argument("--check", action="store_true", help="exit 1 naming each lock stale against its inputs")
     args = parser.parse_args(argv)
     project = Path.cwd()
 
-    if args.action == "compile":  # inside the Dockerfile's lock stage
-        compile_locks(project, ["pip-compile"], upgrade=os.environ.get("LOCK_UPGRADE") == "1")
+    if args.action == "compile":  # inside the Dockerfile's lock stage (LOCK_TOOL comes from its ARG)
+        tool = os.environ.get("LOCK_TOOL", "pip-tools")
+        compiler = ["uv", "pip", "compile"] if tool == "uv" else ["pip-compile"]
+        compile_locks(project, compiler, upgrade=os.environ.get("LOCK_UPGRADE") == "1", tool=tool)
         return 0
 
     if not (project / "requirements" / "train.in").is_file():
         log("run me from the project root (requirements/train.in not found)")
         return 2
+    if args.check:
+        problems = check_locks(project)
+        for line in problems:
+            print(line, file=sys.stderr)
+        return 1 if problems else 0
     versions = dockerfile_args(project)
-    python, pip_tools = versions["PYTHON_VERSION"], versions["PIP_TOOLS_VERSION"]
+    python, tool = versions["PYTHON_VERSION"], versions.get("LOCK_TOOL", "pip-tools")
+    version = versions.get("LOCK_TOOL_VERSION") or versions["PIP_TOOLS_VERSION"]  # the latter: older Dockerfiles
 
     with tempfile.TemporaryDirectory() as staging:
         staged = Path(staging)
@@ -239,12 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         local_python = f"{sys.version_info.major}.{sys.version_info.minor}"
         if not done and args.engine in ("auto", "local"):
             if sys.platform.startswith("linux") and local_python == python:
-                log(f"compiling with a local pip-compile (Linux, Python {local_python})")
-                done = lock_locally(project, staged, pip_tools, args.upgrade)
+                log(f"compiling with a local {'uv' if tool == 'uv' else 'pip-compile'} (Linux, Python {local_python})")
+                done = lock_locally(project, staged, tool, version, args.upgrade)
             else:
                 log(f"no local fallback: this is {sys.platform} with Python {local_python}, the images use {python}")
         if done:
             install_locks(staged, project / "requirements")
+            for name in locks(project):
+                stamp_lock(project, name)
             log("wrote " + " and ".join(f"requirements/{name}.txt" for name in locks(project)))
             return 0
     print(instructions(python), file=sys.stderr)

@@ -29,6 +29,25 @@ def render_combo(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Combo], 
 
 
 @pytest.fixture(scope="session")
+def pypi_tool(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], str]:
+    """A command-line tool from PyPI (ruff, shellcheck): the one next to the test interpreter if requirements-dev.txt
+    has it, else the pinned requirement installed once per session with uv into a folder of the session."""
+    folder = tmp_path_factory.mktemp("pypi-tools")
+
+    def _tool(command: str, requirement: str) -> str:
+        here = Path(sys.executable).parent / command
+        if here.is_file():
+            return str(here)
+        if not (folder / "bin" / command).is_file():
+            uv = Path(sys.executable).parent / "uv"
+            assert uv.is_file(), f"{command} is not next to {sys.executable} and uv, to install {requirement}, is not either"
+            run([str(uv), "pip", "install", "--quiet", "--target", str(folder), requirement], timeout=600)
+        return str(folder / "bin" / command)
+
+    return _tool
+
+
+@pytest.fixture(scope="session")
 def engine() -> None:
     """A Docker engine that answers. In CI (CI=true or REQUIRE_ENGINE=1) its absence fails the run."""
     ok, why = docker_available()

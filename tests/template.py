@@ -70,6 +70,7 @@ class Combo:
     base_image: str
     model_source: str
     gpu: bool = False
+    lock_tool: str = "pip-tools"  # the default: ids and renders of pip-tools combinations stay as they were
 
     @property
     def answers(self) -> dict[str, Any]:
@@ -92,14 +93,15 @@ class Combo:
 
     @property
     def id(self) -> str:
-        if self in BUILT_COMBOS:
+        if self in BUILT_COMBOS or self in LOCK_TOOL_COMBOS:
             kind = "built"
         elif self.buildable:
             kind = "rendered"  # buildable, but each of its answers is already built in another combination
         else:
             kind = "static-only"
         gpu = "-gpu" if self.gpu else ""
-        return f"{self.framework}-{self.base_image}{gpu}-{self.model_source}-py{self.python_version}-{kind}"
+        tool = "" if self.lock_tool == "pip-tools" else f"-{self.lock_tool}"
+        return f"{self.framework}-{self.base_image}{gpu}-{self.model_source}-py{self.python_version}{tool}-{kind}"
 
 
 def refusals(combo: Combo) -> tuple[str, ...]:
@@ -212,6 +214,11 @@ BUILT_COMBOS = covering_builds()
 # The dev environment (on by default) adds a third lock; the engine builds it for these two only
 # (tests/test_engine_dev.py), and the other built combinations are copied with dev_environment=false to keep CI short.
 DEV_BUILDS = {DEFAULT_COMBO, replace(DEFAULT_COMBO, framework="lightgbm")}
+# lock_tool=uv: the default combination and PyTorch (a framework with its own wheel index) lock, build, train and
+# serve with uv's locks (tests/test_lock_tools.py); their pip-tools twins are in BUILT_COMBOS
+LOCK_TOOL_COMBOS = [replace(c, lock_tool="uv") for c in BUILT_COMBOS if c == DEFAULT_COMBO or
+                    (c.framework == "pytorch" and c.base_image == DEFAULT_COMBO.base_image
+                     and c.model_source == DEFAULT_COMBO.model_source)]
 STATIC_COMBOS = [c for c in COMBOS if not c.buildable]
 
 

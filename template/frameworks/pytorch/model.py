@@ -13,7 +13,6 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
