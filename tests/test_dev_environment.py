@@ -148,3 +148,28 @@ def test_make_targets_and_readme(render_combo: RenderCombo) -> None:
         assert re.search(rf"^\s+{target}\s", targets, flags=re.MULTILINE), targets
     readme = (project / "README.md").read_text()
     assert "make notebook" in readme and "make dev" in readme and ".devcontainer" in readme
+
+
+def test_precommit_strips_notebook_outputs(render_combo: RenderCombo, tmp_path: Path, without_dev: Path) -> None:
+    """The README's promise: `pre-commit install`, and notebooks are committed without outputs (real pre-commit)."""
+    import shutil
+    import sys
+
+    assert "nbstripout" not in (without_dev / ".pre-commit-config.yaml").read_text()
+    project = tmp_path / "project"
+    shutil.copytree(render_combo(DEFAULT_COMBO), project)
+    path = project / "notebooks" / "01-explore.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="secret row 42\n")]
+    notebook.cells[1].execution_count = 1
+    nbformat.write(notebook, path)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PRE_COMMIT_HOME": str(tmp_path / "pre-commit")}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
+        subprocess.run(cmd, cwd=project, check=True, env=env)
+    result = subprocess.run([str(Path(sys.executable).parent / "pre-commit"), "run", "nbstripout", "--files",
+                             str(path.relative_to(project))], cwd=project, capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr  # it changed the file
+    stripped = nbformat.read(path, as_version=4)
+    assert all(cell.get("outputs", []) == [] for cell in stripped.cells) and "secret row" not in path.read_text()
