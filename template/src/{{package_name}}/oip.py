@@ -76,7 +76,7 @@ def create_router(
     infer: Callable[[np.ndarray, bool], tuple[list[int], np.ndarray | None]],
     max_rows: int,
 ) -> APIRouter:
-    """`loaded()` returns the LoadedModel or None; `infer(rows, probabilities)` returns (class indices, probabilities)."""
+    """loaded() gives the LoadedModel or None; infer(rows, probabilities) gives (class indices, probabilities)."""
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"])
 
     def model_or_error(model_name: str) -> Any:
