@@ -182,9 +182,9 @@ def test_another_framework_runs_the_notebook_too(built_project: Callable[[Combo]
     built = built_project(OTHER_FRAMEWORK)
     image = f"{IMAGE_PREFIX}/{OTHER_FRAMEWORK.id}:dev"
     run(["docker", "build", "--target", "dev", "-t", image, "."], cwd=built.project, env={"DOCKER_BUILDKIT": "1"})
-    notebooks = built.project / "notebooks"
+    mounts = [a for name in ("notebooks", "src") for a in ("-v", f"{built.project / name}:/app/{name}:ro")]
     result = run(["docker", "run", "--rm", "--label", SESSION_LABEL, "--user", f"{USER}:{USER}", "--read-only",
-                  "--tmpfs", "/tmp", "--cap-drop", "ALL", "-v", f"{notebooks}:/app/notebooks:ro", image,
+                  "--tmpfs", "/tmp", "--cap-drop", "ALL", *mounts, image,  # as compose mounts them
                   "jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout",
                   "notebooks/01-explore.ipynb"], timeout=600)
     executed = json.loads(result.stdout)
