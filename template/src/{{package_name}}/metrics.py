@@ -25,6 +25,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 
+def route_template(app: FastAPI, scope: dict) -> str:
+    """The matched route's template (/v2/models/{model_name}/infer), never the raw path (unbounded label values)."""
+    route = scope.get("route")  # set by the router while it handled the request
+    if route is None:
+        route = next((r for r in app.router.routes if hasattr(r, "path") and r.matches(scope)[0] == Match.FULL), None)
+    return getattr(route, "path", "unmatched")
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()  # one per app: tests and reloads never collide
@@ -74,8 +82,7 @@ class Metrics:
                 try:
                     await self.inner(scope, receive, send_status)
                 finally:
-                    route = next((r.path for r in app.router.routes if r.matches(scope)[0] == Match.FULL),
-                                 "unmatched")
+                    route = route_template(app, scope)
                     metrics.requests.labels(scope["method"], route, str(status)).inc()
                     metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
 
