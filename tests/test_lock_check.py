@@ -59,15 +59,21 @@ def test_edit_to_train_in_makes_train_and_what_it_constrains_stale(project: Path
     with (project / "requirements/train.in").open("a") as f:
         f.write("tqdm>=4.66\n")
     code, lines = check(project)
-    # serve.txt is compiled with -c train.txt: train's inputs are its inputs too
-    assert code == 1 and lines == [stale("train"), stale("serve")]
+    # serve.txt is compiled with -c train.txt: train's inputs are its inputs too; dev.in includes train.in
+    assert code == 1 and lines == [stale("train"), stale("serve"), stale("dev")]
 
 
 def test_edit_to_serve_in_makes_serve_and_train_stale(project: Path) -> None:
-    """train.in includes serve.in (-r), so both locks depend on it."""
+    """train.in includes serve.in (-r), and dev.in train.in, so every lock depends on it."""
     with (project / "requirements/serve.in").open("a") as f:
         f.write("orjson>=3.10\n")
-    assert check(project) == (1, [stale("train"), stale("serve")])
+    assert check(project) == (1, [stale("train"), stale("serve"), stale("dev")])
+
+
+def test_an_edit_to_dev_in_makes_only_dev_stale(project: Path) -> None:
+    with (project / "requirements/dev.in").open("a") as f:
+        f.write("seaborn>=0.13\n")
+    assert check(project) == (1, [stale("dev")])
 
 
 def test_a_new_python_or_base_image_or_lock_tool_makes_every_lock_stale(project: Path) -> None:
@@ -79,7 +85,7 @@ def test_a_new_python_or_base_image_or_lock_tool_makes_every_lock_stale(project:
                      ("ARG LOCK_TOOL_VERSION=", "ARG LOCK_TOOL_VERSION=0.0.1")):
         assert old in original, old
         dockerfile.write_text(original.replace(old, new, 1))
-        assert check(project) == (1, [stale("train"), stale("serve")]), new
+        assert check(project) == (1, [stale("train"), stale("serve"), stale("dev")]), new
     # a digest pin of the same image (Renovate, or bit-for-bit rebuilds) does not make the locks stale
     pinned = re.sub(r"^(ARG BUILDER_IMAGE=\S+)$", r"\1@sha256:" + "b" * 64, original, flags=re.MULTILINE)
     assert pinned != original

@@ -63,10 +63,12 @@ def test_answers_file_records_every_answer(render_combo: RenderCombo, combo: Com
 
 
 def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: Combo) -> None:
-    dockerfile = Dockerfile.read(render_combo(combo) / "Dockerfile")
+    root = render_combo(combo)
+    dockerfile = Dockerfile.read(root / "Dockerfile")
     assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
     expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
     expected |= {"state"} if combo.model_source == "downloaded" else set()
+    expected |= {"deps-dev", "dev"} if yaml.safe_load((root / ".copier-answers.yml").read_text())["dev_environment"] else set()
     assert set(dockerfile.stages) == expected
     assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
     assert dockerfile.global_args["LOCK_TOOL"] == combo.lock_tool
