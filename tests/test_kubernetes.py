@@ -4,6 +4,7 @@ through make, and pass checkov with only justified exceptions. No cluster runs h
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -217,12 +218,19 @@ def test_builds_and_validates_strictly(built, case: Case, target: str) -> None:
             continue
         if obj["kind"] != "Namespace":
             assert obj["metadata"].get("namespace") == SERVE_NAME, f"{obj['kind']} outside the project's namespace"
-        for version in KUBERNETES_VERSIONS:
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as error:
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for Kubernetes {version}: "
-                            f"{error.message} at {'/'.join(map(str, error.path))}")
+        problem = validate(json.dumps(obj, sort_keys=True))
+        assert not problem, f"{obj['kind']}/{obj['metadata']['name']}: {problem}"
+
+
+@functools.lru_cache(maxsize=None)
+def validate(obj_json: str) -> str:
+    """kubernetes-validate, strict, against each version; objects repeat across renders, so once per distinct one."""
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(json.loads(obj_json), version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            return f"invalid for Kubernetes {version}: {error.message} at {'/'.join(map(str, error.path))}"
+    return ""
 
 
 # ---- hardening, health contract, port ------------------------------------------------------------------------------
@@ -546,7 +554,7 @@ def run_checkov(directory: Path, framework: str) -> dict[str, Any]:
         pytest.fail(f"{CHECKOV} missing: `make .venv-checkov/.installed` installs checkov (requirements-checkov.txt)",
                     pytrace=False)
     result = subprocess.run([str(CHECKOV), "--directory", str(directory), "--framework", framework, "--output", "json",
-                             "--skip-download", "--quiet", "--compact"], capture_output=True, text=True, timeout=600,
+                             "--skip-download"], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"})
     assert result.returncode in (0, 1), result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -560,16 +568,22 @@ def test_checkov_kubernetes_static_only(built, tmp_path: Path) -> None:
     folder.mkdir()
     for case in CHECKOV_CASES:
         for target in [*overlays(case), "train", "namespace"]:
-            objects = [o for o in built(case, target, pinned=True) if o["kind"] not in CRD_KINDS]
+            objects = built(case, target, pinned=True)  # checkov has no checks for KServe's kinds
             (folder / f"{case.id}-{target}.yaml").write_text(yaml.safe_dump_all(objects))
     report = run_checkov(folder, "kubernetes")
     failed = [f"{c['check_id']} {c['resource']} ({Path(c['file_path']).name})"
               for c in report["results"]["failed_checks"]]
     assert not failed, "checkov failed:\n" + "\n".join(failed)
-    assert report["summary"]["passed"] > 100
-    for check in report["results"]["skipped_checks"]:
-        assert len(check["suppress_comment"]) > 20, f"{check['check_id']}: skip without a reason"
-        assert check["check_id"] == "CKV_K8S_35", f"unexpected skip {check['check_id']}"
+    assert report["summary"]["passed"] > 1000 and report["summary"]["parsing_errors"] == 0, report["summary"]
+    skipped = report["results"]["skipped_checks"]
+    for check in skipped:
+        assert len(check["check_result"]["suppress_comment"]) > 30, f"{check['check_id']}: skip without a reason"
+    # the only exception: the optional model-store token as an environment variable, on downloaded renders' serve
+    # Deployments (KServe's kinds are not scanned)
+    assert {(c["check_id"], c["resource"].split(".")[0]) for c in skipped} == {("CKV_K8S_35", "Deployment")}
+    downloaded = {f"{c.id}-{t}" for c in CHECKOV_CASES if c.combo.model_source == "downloaded"
+                  for t in overlays(c) if t != "kserve"}
+    assert {Path(c["file_path"]).stem for c in skipped} == downloaded
 
 
 def test_checkov_dockerfile_static_only(k8s_project, tmp_path: Path) -> None:
@@ -580,5 +594,8 @@ def test_checkov_dockerfile_static_only(k8s_project, tmp_path: Path) -> None:
     report = run_checkov(folder, "dockerfile")
     failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
     assert not failed, "checkov failed:\n" + "\n".join(failed)
-    skipped = {c["check_id"] for c in report["results"]["skipped_checks"]}
-    assert skipped <= {"CKV_DOCKER_7"}, skipped
+    # the one exception, CKV_DOCKER_7: FROM ${BUILDER_IMAGE} names an ARG whose default is a versioned tag
+    skipped = report["results"]["skipped_checks"]
+    assert {c["check_id"] for c in skipped} == {"CKV_DOCKER_7"}
+    assert all("ARG" in c["check_result"]["suppress_comment"] for c in skipped)
+    assert report["summary"]["passed"] > 100
