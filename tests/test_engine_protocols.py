@@ -4,8 +4,10 @@ through the exposition format's own parser, and an OpenAPI description that sche
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -96,12 +98,22 @@ def test_metrics_follow_the_prometheus_format(server: Container) -> None:
     assert [s.value for s in families["model_load_duration_seconds"].samples][0] > 0
 
 
-def test_schemathesis_finds_no_server_error(server: Container, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_server_error(server: Container, model_name: str, tmp_path: Path) -> None:
     st = Path(sys.executable).parent / "st"
+    # the served model's name, so that the V2 model routes are reached and not only answered with 404
+    (tmp_path / "schemathesis.toml").write_text(f'[parameters]\n"path.model_name" = "{model_name}"\n')
+    har = tmp_path / "requests.har"
     result = subprocess.run(
         [str(st), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "40",
-         "--request-timeout", "10", "--workers", "2", "--no-color"],
+         "--request-timeout", "10", "--workers", "2", "--no-color", "--report", "har", "--report-har-path", str(har)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "/predict" in result.stdout and "/v2/models/{model_name}/infer" in result.stdout, result.stdout[-3000:]
+    # what was really sent: every route, and generated bodies that got past validation to the model
+    statuses: dict[str, set[int]] = {}
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        path = urllib.parse.urlsplit(entry["request"]["url"]).path
+        statuses.setdefault(path, set()).add(entry["response"]["status"])
+    assert all(code < 500 for codes in statuses.values() for code in codes), statuses
+    for path in ("/predict", f"/v2/models/{model_name}/infer", f"/v2/models/{model_name}/ready", "/metrics"):
+        assert 200 in statuses.get(path, set()), (path, statuses.get(path))
