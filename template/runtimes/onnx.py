@@ -22,7 +22,7 @@ from .artifacts import ArtifactRefused
 
 NAME = "onnx"
 FRAMEWORK = "{{ fw.name }}"  # model.FRAMEWORK of the training image; save() checks they agree
-ARTIFACT = "model.onnx"
+ARTIFACT = "{{ artifact }}"
 PICKLE_BASED = False
 OPSET = {{ fw.onnx.opset }}  # the ai.onnx opset the export targets
 # float32 inference against the framework's float64: differences are around 1e-7; 1e-4 leaves room, and still
