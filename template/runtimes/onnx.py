@@ -11,11 +11,16 @@ Interface: see native.py.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnxruntime as ort
+# Read when onnxruntime loads: its Linux wheels send usage telemetry and store a device id under ~/.cache (a
+# read-only container logs a warning for it). A server phones nobody; set ORT_DISABLE_TELEMETRY=0 to allow it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 from ._cpu import available_cpus
 from .artifacts import ArtifactRefused
