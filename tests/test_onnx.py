@@ -127,6 +127,7 @@ def test_ready_predict_and_metadata(onnx_server: Container, onnx_built: Built) -
     assert abs(sum(body["probabilities"][0]) - 1) < 1e-5
     status, meta = onnx_server.http("GET", "/metadata")
     assert status == 200 and meta["serve_runtime"] == "onnx"
+    assert "telemetry" not in onnx_server.logs(), "ONNX Runtime's telemetry is off in the server"
 
 
 @pytest.mark.engine
