@@ -167,3 +167,12 @@ def test_parity_failure_writes_no_artifact_and_exits_1(onnx_built: Built, tmp_pa
     assert "rows get another class" in last and "serve_runtime=native" in last
     assert "Traceback" not in output and "onnxruntime" not in result.stderr, "one line, and no telemetry warning"
     assert [p.name for p in models.iterdir()] == [], "nothing may be written when parity fails"
+
+
+@pytest.mark.engine
+def test_project_tests_pass_in_the_train_image(onnx_built: Built) -> None:
+    """The generated tests (training, serving, the runtime's own metadata) on the locked onnxruntime and framework."""
+    result = run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-e", "HOME=/tmp",
+                  "-v", f"{onnx_built.project / 'tests'}:/app/tests:ro", onnx_built.train_image,
+                  "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], check=False, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
