@@ -50,7 +50,10 @@ def save(fitted: Any, path: Path, sample: np.ndarray) -> None:
     too_new = [f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import
                if o.domain in ("", "ai.onnx") and o.version > OPSET]
     if too_new:
-        raise ArtifactRefused(f"{ARTIFACT} not written: the converter used opset {', '.join(too_new)}, over {OPSET}")
+        raise ArtifactRefused(
+            f"{ARTIFACT} not written: the converter used opset {', '.join(too_new)}, over OPSET {OPSET} "
+            "(pass the opset to the converter in onnx_export.py)"
+        )
     proto.graph.name = "model"  # onnxmltools names it with a random id: the artifact's sha256 would never repeat
     data = proto.SerializeToString()
     problem = parity_problem(
