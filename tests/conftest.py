@@ -124,10 +124,11 @@ def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None,
             result = copier_cli("copy", "--trust", "--defaults", *skip, "--vcs-ref", "HEAD", *args, str(REPO),
                                 str(dst))
             assert result.returncode == 0, result.stderr[-3000:]
-            if pin:
-                serve_in = dst / "requirements" / "serve.in"
-                assert pin[0] in serve_in.read_text(), f"{pin[0]} not in serve.in"
-                serve_in.write_text(serve_in.read_text().replace(pin[0], pin[1]))
+            if pin:  # in serve.in, or in train.in where serve_runtime=onnx keeps the framework for training only
+                pinned = [p for p in sorted((dst / "requirements").glob("*.in")) if pin[0] in p.read_text()]
+                assert pinned, f"{pin[0]} in no requirements/*.in"
+                for path in pinned:
+                    path.write_text(path.read_text().replace(pin[0], pin[1]))
                 run([sys.executable, "scripts/lock.py", "--strict"], cwd=dst, timeout=1800)
             for name in ("train", "serve"):
                 assert (dst / "requirements" / f"{name}.txt").is_file(), f"copy did not lock {name}\n{result.stderr[-3000:]}"

@@ -71,6 +71,7 @@ class Combo:
     model_source: str
     gpu: bool = False
     lock_tool: str = "pip-tools"  # the default: ids and renders of pip-tools combinations stay as they were
+    serve_runtime: str = "native"  # likewise: native ids are unchanged
 
     @property
     def answers(self) -> dict[str, Any]:
@@ -93,7 +94,7 @@ class Combo:
 
     @property
     def id(self) -> str:
-        if self in BUILT_COMBOS or self in LOCK_TOOL_COMBOS:
+        if self in BUILT_COMBOS or self in LOCK_TOOL_COMBOS or self in ONNX_BUILDS:
             kind = "built"
         elif self.buildable:
             kind = "rendered"  # buildable, but each of its answers is already built in another combination
@@ -101,7 +102,8 @@ class Combo:
             kind = "static-only"
         gpu = "-gpu" if self.gpu else ""
         tool = "" if self.lock_tool == "pip-tools" else f"-{self.lock_tool}"
-        return f"{self.framework}-{self.base_image}{gpu}-{self.model_source}-py{self.python_version}{tool}-{kind}"
+        onnx = "" if self.serve_runtime == "native" else f"-{self.serve_runtime}"
+        return f"{self.framework}-{self.base_image}{gpu}-{self.model_source}-py{self.python_version}{tool}{onnx}-{kind}"
 
 
 def refusals(combo: Combo) -> tuple[str, ...]:
@@ -120,6 +122,10 @@ def refusals(combo: Combo) -> tuple[str, ...]:
         reasons.append(f"python-for-{combo.framework}-gpu")
     elif combo.gpu and combo.base_image == "distroless":
         reasons.append("gpu-on-distroless")
+    if combo.serve_runtime == "onnx" and not MATRIX["framework"][combo.framework]["onnx"]:
+        reasons.append(f"onnx-for-{combo.framework}")
+    elif combo.serve_runtime == "onnx" and combo.gpu:
+        reasons.append("onnx-with-gpu")
     return tuple(reasons)
 
 
@@ -133,15 +139,24 @@ ALL_COMBOS = [
         choices("python_version"), choices("framework"), choices("base_image"), choices("model_source"), [False, True]
     )
 ]
-COMBOS = [c for c in ALL_COMBOS if allowed(c)]
-# one refused combination per distinct set of reasons (each costs a copier run)
-REFUSED_COMBOS = list({refusals(c): c for c in reversed(ALL_COMBOS) if not allowed(c)}.values())
 DEFAULT_COMBO = Combo(
     QUESTIONS["python_version"]["default"],
     QUESTIONS["framework"]["default"],
     QUESTIONS["base_image"]["default"],
     QUESTIONS["model_source"]["default"],
 )
+# serve_runtime=onnx, statically: each framework with a converter on the default image (pytorch on the Python whose
+# wheel is here), plus distroless once; and the refused ones (tensorflow, gpu)
+ONNX_COMBOS = [
+    replace(DEFAULT_COMBO, framework=name, serve_runtime="onnx",
+            python_version="3.11" if name == "pytorch" else DEFAULT_COMBO.python_version)
+    for name in choices("framework") if MATRIX["framework"][name]["onnx"]
+] + [replace(DEFAULT_COMBO, base_image="distroless", model_source="mounted", serve_runtime="onnx")]
+ONNX_REFUSED = [replace(DEFAULT_COMBO, framework="tensorflow", serve_runtime="onnx"),
+                replace(DEFAULT_COMBO, framework="pytorch", gpu=True, serve_runtime="onnx")]
+COMBOS = [c for c in ALL_COMBOS if allowed(c)] + [c for c in ONNX_COMBOS if allowed(c)]
+# one refused combination per distinct set of reasons (each costs a copier run)
+REFUSED_COMBOS = list({refusals(c): c for c in [*reversed(ALL_COMBOS), *ONNX_REFUSED] if not allowed(c)}.values())
 
 
 def render(dst: Path, answers: dict[str, Any], *, tasks: bool = False) -> Path:
@@ -220,6 +235,8 @@ LOCK_TOOL_COMBOS = [replace(c, lock_tool="uv") for c in BUILT_COMBOS if c == DEF
                     (c.framework == "pytorch" and c.base_image == DEFAULT_COMBO.base_image
                      and c.model_source == DEFAULT_COMBO.model_source)]
 STATIC_COMBOS = [c for c in COMBOS if not c.buildable]
+# serve_runtime=onnx on the engine: one chain (lock, train with the parity check, serve), tests/test_onnx.py
+ONNX_BUILDS = [replace(DEFAULT_COMBO, serve_runtime="onnx")]
 
 
 # Image names of this test run; MLDT_IMAGE_PREFIX keeps two runs on one engine from building over each other's tags

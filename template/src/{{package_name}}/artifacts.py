@@ -43,6 +43,10 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return json.loads((model_dir / METADATA).read_text())
 
 
+class ArtifactRefused(Exception):
+    """The runtime would not write the artifact (serve_runtime=onnx: it answers unlike the framework); says why."""
+
+
 class NotWritable(Exception):
     """The model directory cannot be written; the message says by whom and what to do."""
 

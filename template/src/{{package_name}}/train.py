@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import model, runtime
-from .artifacts import NotWritable, check_writable, sha256_of, write_atomically, write_metadata
+from .artifacts import ArtifactRefused, NotWritable, check_writable, sha256_of, write_atomically, write_metadata
 from .config import TrainSettings, load_settings, setup_logging
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def main() -> None:
     try:
         check_writable(settings.model_dir)
         metadata = train(settings)
-    except (DataError, NotWritable) as error:
+    except (DataError, NotWritable, ArtifactRefused) as error:
         log.error("%s", error)
         raise SystemExit(1) from None
     log.info(
