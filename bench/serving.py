@@ -201,9 +201,9 @@ def start(server: Server, cpu: str) -> tuple[str, str]:
     raise SystemExit(f"{server.label} never became ready:\n{(logs.stdout + logs.stderr)[-3000:]}")
 
 
-def wrk(script: Path, base: str, connections: int, seconds: float, cpu: str, threads: int) -> dict[str, int]:
+def wrk(script: Path, base: str, connections: int, seconds: int, cpu: str, threads: int) -> dict[str, int]:
     cmd = ["taskset", "-c", cpu, "wrk", f"-t{min(threads, connections)}", f"-c{connections}",
-           f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), base]
+           f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
     out = run(cmd, timeout=seconds + 120).stdout
     line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
@@ -258,7 +258,7 @@ def measure(server: Server, args: argparse.Namespace, work: Path) -> list[Result
 
 def versions(image: str) -> str:
     code = ("import importlib.metadata as m\nfor p in ('fastapi', 'uvicorn', 'scikit-learn', 'onnxruntime', "
-            "'xgboost', 'lightgbm', 'numpy'):\n    try: print(p, m.version(p))\n    except Exception: pass")
+            "'xgboost', 'xgboost-cpu', 'lightgbm', 'torch', 'tensorflow-cpu', 'numpy'):\n    try: print(p, m.version(p))\n    except Exception: pass")
     out = run(["docker", "run", "--rm", "--entrypoint", "python", image, "-c", code], check=False).stdout
     return ", ".join(out.splitlines())
 
@@ -273,7 +273,8 @@ def table(results: list[Result]) -> str:
         if r.failure == "n/a":
             lines.append(f"| {r.server} | {r.connections} | {r.rows} | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
-        ratio = f"{r.rows_s / seed[r.connections]:.2f}x" if seed.get(r.connections) and r.rows_s else "-"
+        mark = "" if r.rows == 1 else " *"  # against the seed's one-row figure
+        ratio = f"{r.rows_s / seed[r.connections]:.2f}x{mark}" if seed.get(r.connections) and r.rows_s else "-"
         if r.failure:
             ratio = r.failure
         lines.append(f"| {r.server} | {r.connections} | {r.rows} | {r.requests_s:.0f} | {r.rows_s:.0f} "
@@ -283,8 +284,8 @@ def table(results: list[Result]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=15, help="seconds of measured load per scenario")
-    parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load before each scenario")
+    parser.add_argument("--duration", type=int, default=15, help="seconds of measured load per scenario")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of unmeasured load before each scenario (0: none)")
     parser.add_argument("--framework", action="append", default=[], help="also a render with this framework")
     parser.add_argument("--answers", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                         help="also a render with these answers over the defaults (e.g. serve_runtime=onnx)")
@@ -339,8 +340,8 @@ def main() -> int:
         print(f"- {server.label}: {server.image}; {versions(server.image)}")
     print()
     print(table(results))
-    print(f"\nSeed 002's app takes one row per request: its {BATCH}-row rows are n/a, and a batch row's ratio "
-          "divides by the seed's one-row rows/s at the same connections.")
+    print(f"\nSeed 002's app takes one row per request: its {BATCH}-row rows are n/a; a ratio marked * divides by "
+          "the seed's one-row rows/s at the same connections.")
     return 1 if any(r.failure.startswith("FAILED") for r in results) else 0
 
 
