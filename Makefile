@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 .DEFAULT_GOAL := help
-.PHONY: help sample test test-static check-matrix bench dev-lock clean
+.PHONY: help sample test test-static check-matrix bench bench-serving dev-lock clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ check-matrix: $(BIN)/.installed ## check includes/matrix.yml against the package
 
 bench: $(BIN)/.installed ## build the default render and measure it (figures for BENCHMARKS.md)
 	$(BIN)/python bench/bench.py
+
+bench-serving: $(BIN)/.installed ## the generated server next to seed 002's lesson app under wrk (BENCH_ARGS="--duration 15")
+	$(BIN)/python bench/serving.py $(BENCH_ARGS)
 
 dev-lock: $(BIN)/.installed ## re-lock requirements-dev.txt and requirements-checkov.txt
 	for name in dev checkov; do \

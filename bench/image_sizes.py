@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from template import BUILT_COMBOS, MATRIX, image_tag, run  # noqa: E402
+from template import BUILT_COMBOS, MATRIX, image_tag, run
 
 MB = 1_000_000
 

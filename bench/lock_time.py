@@ -25,8 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from template import DEFAULT_ANSWERS, LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL, render  # noqa: E402
-from torch_index import TorchIndex, find_torch_wheel  # noqa: E402
+from torch_index import TorchIndex, find_torch_wheel
+
+from template import (
+    DEFAULT_ANSWERS,
+    LOCK_PINS,
+    TORCH_INDEX_PORT,
+    TORCH_INDEX_URL,
+    render,
+)
 
 CASES = {
     "default (sklearn, 3.13)": {**DEFAULT_ANSWERS},
