@@ -24,6 +24,26 @@ from starlette.concurrency import run_in_threadpool
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
 OUTPUTS = ("predictions", "probabilities")
 BINARY_HEADER = "inference-header-content-length"  # the binary data extension (tritonclient's default)
+# The request's JSON form, for the OpenAPI description (the route reads the raw body: binary data may follow it)
+INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": {"enum": list(DATATYPES)},
+                "shape": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer", "minimum": 0}},
+                "data": {"type": "array", "description": "row-major numbers, flat or nested"},
+                "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
+            },
+        }},
+        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"enum": list(OUTPUTS)}}}},
+    },
+}
 
 
 class ProtocolError(Exception):
@@ -47,7 +67,10 @@ def _input_rows(body: dict[str, Any], binary: bytes, n_features: int, max_rows: 
     if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape) and 1 <= len(shape) <= 2):
         raise ProtocolError(f"input shape {shape!r} must be [rows, {n_features}] or [{n_features}]")
     size = math.prod(shape)
-    binary_size = (tensor.get("parameters") or {}).get("binary_data_size")
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ProtocolError("input 'parameters' must be an object")
+    binary_size = parameters.get("binary_data_size")
     try:
         if binary_size is not None:
             if len(binary) != binary_size:
@@ -127,7 +150,8 @@ def create_router(
             return error(str(problem), problem.status)
         return JSONResponse({"name": name, "ready": True})
 
-    @router.post("/models/{model_name}/infer")
+    @router.post("/models/{model_name}/infer", openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST}}}})
     async def model_infer(model_name: str, request: Request) -> JSONResponse:
         try:
             model = model_or_error(model_name)
@@ -141,7 +165,10 @@ def create_router(
             if not isinstance(body, dict):
                 raise ProtocolError("the request must be a JSON object with 'inputs'")
             rows = _input_rows(body, raw[cut:], model.n_features, max_rows)
-            wanted = [o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)] or list(OUTPUTS)
+            requested = body.get("outputs") or []
+            if not isinstance(requested, list):
+                raise ProtocolError("'outputs' must be a list of {\"name\": ...}")
+            wanted = [o.get("name") for o in requested if isinstance(o, dict)] or list(OUTPUTS)
             unknown = [o for o in wanted if o not in OUTPUTS]
             if unknown:
                 raise ProtocolError(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
