@@ -64,7 +64,7 @@ def _input_rows(body: dict[str, Any], binary: bytes, n_features: int, max_rows: 
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
     if datatype not in DATATYPES:
         raise ProtocolError(f"input datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape) and 1 <= len(shape) <= 2):
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape) and 1 <= len(shape) <= 2):
         raise ProtocolError(f"input shape {shape!r} must be [rows, {n_features}] or [{n_features}]")
     size = math.prod(shape)
     parameters = tensor.get("parameters") or {}
@@ -164,7 +164,12 @@ def create_router(
                 raise ProtocolError(f"the request is not JSON: {problem}") from None
             if not isinstance(body, dict):
                 raise ProtocolError("the request must be a JSON object with 'inputs'")
-            rows = _input_rows(body, raw[cut:], model.n_features, max_rows)
+            try:
+                rows = _input_rows(body, raw[cut:], model.n_features, max_rows)
+            except ProtocolError:
+                raise
+            except Exception as problem:  # noqa: BLE001 (whatever else a malformed tensor breaks is the client's error)
+                raise ProtocolError(f"malformed input tensor: {type(problem).__name__}: {problem}") from None
             requested = body.get("outputs") or []
             if not isinstance(requested, list):
                 raise ProtocolError("'outputs' must be a list of {\"name\": ...}")
