@@ -15,6 +15,12 @@ from torch_index import TorchIndex, find_torch_wheel
 from template import DEV_BUILDS, LOCK_PINS, MATRIX, REPO, SESSION_LABEL, Container, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
 
 
+# The suite runs commands as a user at a shell does: `make test` must not hand its own level and flags down to the
+# make runs of generated projects (their messages would read "make[1]: ..." and differ from what users see).
+for _name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):
+    os.environ.pop(_name, None)
+
+
 @pytest.fixture(scope="session")
 def render_combo(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Combo], Path]:
     """Render a combination once per session, without the lock task (static checks need no locks)."""
