@@ -3,8 +3,8 @@
 A per-call overhead dominates small requests (scikit-learn: ~7 ms per call, whatever the rows), so gathering the
 rows of concurrent requests into one call multiplies throughput under load. Adaptive: a lone request on an idle
 server runs at once; requests that queue while the model is busy go together into the next call; the wait for more
-(BATCH_WAIT_MS) only applies while traffic is flowing (more than one request queued, or the last call ended less than
-BATCH_WAIT_MS ago), and never beyond BATCH_WAIT_MS after the oldest request arrived.
+(BATCH_WAIT_MS) only applies while traffic is flowing (more than one request queued, or the call that just ended merged
+several), and never beyond BATCH_WAIT_MS after the oldest request arrived.
 
 The model runs in one dedicated thread, never on the event loop. Plain and probability requests are batched apart
 (predict and argmax(predict_proba) can differ), so every request gets what it would have got alone. When a batch
@@ -24,6 +24,7 @@ import numpy as np
 
 Result = tuple[list[int], "np.ndarray | None"]
 ModelCall = Callable[[np.ndarray, bool], Result]
+IDLE_S = 0.1  # no model call for this long: the next request is a lone one and runs at once
 
 
 class BatchMetrics(Protocol):
@@ -60,6 +61,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._last_end = 0.0  # perf_counter when the last model call ended
+        self._last_requests = 0  # how many requests it served
         self._inflight: list[_Pending] = []  # taken from the queue, not settled yet
         # One thread: model calls never overlap (they would only contend for the GIL and the cores)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -110,8 +112,10 @@ class Batcher:
 
     async def _fill(self, batch: list[_Pending], rows: int) -> tuple[list[_Pending], int]:
         """Wait for more requests while traffic flows, until max_rows or BATCH_WAIT_MS after the oldest arrived."""
-        now = time.perf_counter()
-        busy = len(batch) > 1 or now - self._last_end < self.wait_s
+        # Traffic flows when requests queued together, or the last call (just now) merged several: a lone client
+        # that sends its next request as soon as it has its answer never waits.
+        recent = time.perf_counter() - self._last_end < IDLE_S
+        busy = len(batch) > 1 or (recent and self._last_requests > 1)
         if self.wait_s <= 0 or self._closing or not busy:
             return batch, rows
         deadline = batch[0].queued + self.wait_s
@@ -155,6 +159,7 @@ class Batcher:
                 if group:
                     await self._call(loop, group, probabilities)
             self._last_end = time.perf_counter()
+            self._last_requests = len(batch)
             self._inflight = []
 
     async def _call(self, loop: asyncio.AbstractEventLoop, group: list[_Pending], probabilities: bool) -> None:
