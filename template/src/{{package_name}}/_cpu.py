@@ -43,8 +43,18 @@ def available_cpus(root: Path = Path("/sys/fs/cgroup")) -> int:
     return cpus
 
 
-def limit_threads() -> None:
-    """Default every native thread pool to available_cpus(); variables the user set win."""
-    cpus = str(available_cpus())
+_DEFAULTED: set[str] = set()  # the variables limit_threads set (not the user's)
+
+
+def limit_threads(threads: int | None = None) -> None:
+    """Default every native thread pool to `threads` (available_cpus()); variables the user set win."""
+    value = str(threads or available_cpus())
     for variable in THREAD_VARIABLES:
-        os.environ.setdefault(variable, cpus)
+        if variable not in os.environ or variable in _DEFAULTED:
+            os.environ[variable] = value
+            _DEFAULTED.add(variable)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Native threads per server process so that `workers` processes together stay within the CPU quota."""
+    return max(1, available_cpus() // workers)

@@ -3,6 +3,8 @@
 http_requests_total{method,route,status}          requests answered, by route template (not raw path)
 http_request_duration_seconds{method,route}       latency histogram
 model_batch_rows                                  rows per model call
+model_batch_requests                              requests merged into one model call (micro-batching)
+model_batch_queue_wait_seconds                    time a request waited for its model call
 model_inference_duration_seconds                  time inside the model
 model_load_duration_seconds                       how long locating, verifying and loading the model took
 model_info{framework,framework_version,sha256,serve_runtime}   the model being served (value 1)
@@ -22,6 +24,7 @@ from starlette.routing import Match
 
 NOT_COUNTED = {"/metrics", "/health", "/ready", "/v2/health/live", "/v2/health/ready"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 
@@ -42,6 +45,10 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_rows = Histogram("model_batch_rows", "Rows per model call", buckets=ROW_BUCKETS,
                                     registry=self.registry)
+        self.batch_requests = Histogram("model_batch_requests", "Requests merged into one model call",
+                                        buckets=ROW_BUCKETS, registry=self.registry)
+        self.queue_wait = Histogram("model_batch_queue_wait_seconds", "Time a request waited for its model call",
+                                    buckets=WAIT_BUCKETS, registry=self.registry)
         self.inference = Histogram("model_inference_duration_seconds", "Time spent in the model per call",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
         self.load_seconds = Gauge("model_load_duration_seconds", "Time to locate, verify and load the model",
@@ -57,6 +64,12 @@ class Metrics:
     def observe_inference(self, rows: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
         self.inference.observe(seconds)
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.queue_wait.observe(seconds)
+
+    def observe_batch_requests(self, requests: int) -> None:
+        self.batch_requests.observe(requests)
 
     def install(self, app: FastAPI) -> None:
         """Count requests by route template, and serve /metrics."""

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+
+from .batching import BatcherClosed
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
 OUTPUTS = ("predictions", "probabilities")
@@ -96,10 +97,11 @@ def create_router(
     name: str,
     server_version: str,
     loaded: Callable[[], Any],
-    infer: Callable[[np.ndarray, bool], tuple[list[int], np.ndarray | None]],
+    infer: Callable[[np.ndarray, bool], Awaitable[tuple[list[int], np.ndarray | None]]],
     max_rows: int,
 ) -> APIRouter:
-    """loaded() gives the LoadedModel or None; infer(rows, probabilities) gives (class indices, probabilities)."""
+    """loaded() gives the LoadedModel or None; await infer(rows, probabilities) gives (class indices, probabilities):
+    the same micro-batched model calls as /predict."""
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"])
 
     def model_or_error(model_name: str) -> Any:
@@ -178,7 +180,9 @@ def create_router(
             if unknown:
                 raise ProtocolError(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
             try:
-                indices, probabilities = await run_in_threadpool(infer, rows, "probabilities" in wanted)
+                indices, probabilities = await infer(rows, "probabilities" in wanted)
+            except BatcherClosed as problem:
+                raise ProtocolError(str(problem), 503) from None
             except NotImplementedError as problem:
                 raise ProtocolError(f"this model cannot give probabilities: {problem}") from None
             except ValueError as problem:  # the model's own input checks

@@ -1,0 +1,198 @@
+"""Adaptive micro-batching: concurrent requests share one model call.
+
+A per-call overhead dominates small requests (scikit-learn: ~7 ms per call, whatever the rows), so gathering the
+rows of concurrent requests into one call multiplies throughput under load. Adaptive: a lone request on an idle
+server runs at once; requests that queue while the model is busy go together into the next call; the wait for more
+(BATCH_WAIT_MS) only applies while traffic is flowing (more than one request queued, or the call that just ended merged
+several), and never beyond BATCH_WAIT_MS after the oldest request arrived.
+
+The model runs in one dedicated thread, never on the event loop. Plain and probability requests are batched apart
+(predict and argmax(predict_proba) can differ), so every request gets what it would have got alone. When a batch
+raises, each of its requests is run again alone: only the request that causes the error gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+Result = tuple[list[int], "np.ndarray | None"]
+ModelCall = Callable[[np.ndarray, bool], Result]
+IDLE_S = 0.1  # no model call for this long: the next request is a lone one and runs at once
+
+
+class BatchMetrics(Protocol):
+    def observe_queue_wait(self, seconds: float) -> None: ...
+
+    def observe_batch_requests(self, requests: int) -> None: ...
+
+
+class BatcherClosed(RuntimeError):
+    """The server is shutting down: no new model calls."""
+
+
+@dataclass
+class _Pending:
+    rows: np.ndarray
+    probabilities: bool
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """`await batcher.infer(rows, probabilities)` returns what `call(rows, probabilities)` would: (class indices,
+    probabilities or None), with the rows of concurrent requests gathered into calls of at most max_rows rows."""
+
+    def __init__(self, call: ModelCall, *, max_rows: int = 256, wait_s: float = 0.002, enabled: bool = True,
+                 metrics: BatchMetrics | None = None) -> None:
+        self.call = call
+        self.max_rows = max_rows
+        self.wait_s = wait_s
+        self.enabled = enabled
+        self.metrics = metrics
+        self._queue: deque[_Pending] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._last_end = 0.0  # perf_counter when the last model call ended
+        self._last_requests = 0  # how many requests it served
+        self._inflight: list[_Pending] = []  # taken from the queue, not settled yet
+        # One thread: model calls never overlap (they would only contend for the GIL and the cores)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    async def infer(self, rows: np.ndarray, probabilities: bool) -> Result:
+        if self._closing:
+            raise BatcherClosed("the server is shutting down")
+        loop = asyncio.get_running_loop()
+        if not self.enabled:  # BATCHING=false: one model call per request, still off the event loop
+            return await loop.run_in_executor(self._executor, self.call, rows, probabilities)
+        if self._task is None:  # started on first use, in the loop that serves the requests
+            self._arrived = asyncio.Event()
+            self._task = loop.create_task(self._run(), name="batcher")
+        pending = _Pending(rows, probabilities, loop.create_future())
+        self._queue.append(pending)
+        self._arrived.set()
+        return await pending.future
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Refuse new requests, finish the queued ones (or cancel them after timeout), stop the model thread."""
+        self._closing = True
+        if self._task is not None:
+            self._arrived.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        for pending in [*self._inflight, *self._queue]:
+            if not pending.future.done():
+                pending.future.cancel()
+        self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _take(self) -> tuple[list[_Pending], int]:
+        """Queued requests, oldest first, up to max_rows rows (a request over max_rows goes alone, never split)."""
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # the client went away
+                self._queue.popleft()
+                continue
+            if batch and rows + len(head.rows) > self.max_rows:
+                break
+            batch.append(self._queue.popleft())
+            rows += len(head.rows)
+        return batch, rows
+
+    async def _fill(self, batch: list[_Pending], rows: int) -> tuple[list[_Pending], int]:
+        """Wait for more requests while traffic flows, until max_rows or BATCH_WAIT_MS after the oldest arrived."""
+        # Traffic flows when requests queued together, or the last call (just now) merged several: a lone client
+        # that sends its next request as soon as it has its answer never waits.
+        recent = time.perf_counter() - self._last_end < IDLE_S
+        busy = len(batch) > 1 or (recent and self._last_requests > 1)
+        if self.wait_s <= 0 or self._closing or not busy:
+            return batch, rows
+        deadline = batch[0].queued + self.wait_s
+        while rows < self.max_rows and not self._closing:
+            if not self._queue:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                continue
+            head = self._queue[0]
+            if head.future.done():
+                self._queue.popleft()
+                continue
+            if rows + len(head.rows) > self.max_rows:
+                break
+            batch.append(self._queue.popleft())
+            rows += len(head.rows)
+        return batch, rows
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            batch, rows = self._take()
+            if not batch:
+                continue
+            self._inflight = batch
+            batch, rows = await self._fill(batch, rows)
+            for probabilities in (False, True):  # plain and probability requests apart: same answers as alone
+                group = [p for p in batch if p.probabilities is probabilities]
+                if group:
+                    await self._call(loop, group, probabilities)
+            self._last_end = time.perf_counter()
+            self._last_requests = len(batch)
+            self._inflight = []
+
+    async def _call(self, loop: asyncio.AbstractEventLoop, group: list[_Pending], probabilities: bool) -> None:
+        started = time.perf_counter()
+        if self.metrics is not None:
+            for pending in group:
+                self.metrics.observe_queue_wait(started - pending.queued)
+            self.metrics.observe_batch_requests(len(group))
+        rows = group[0].rows if len(group) == 1 else np.concatenate([p.rows for p in group])
+        try:
+            indices, proba = await loop.run_in_executor(self._executor, self.call, rows, probabilities)
+        except Exception as error:  # noqa: BLE001 (handed to the requests, never lost)
+            if len(group) == 1:
+                _settle(group[0].future, error=error)
+                return
+            for pending in group:  # which request broke the batch? each alone: only that one gets the error
+                try:
+                    _settle(pending.future, await loop.run_in_executor(self._executor, self.call, pending.rows,
+                                                                       probabilities))
+                except Exception as alone:  # noqa: BLE001
+                    _settle(pending.future, error=alone)
+            return
+        start = 0
+        for pending in group:
+            end = start + len(pending.rows)
+            _settle(pending.future, (indices[start:end], proba[start:end] if proba is not None else None))
+            start = end
+
+
+def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():  # cancelled: the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
