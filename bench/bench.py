@@ -128,8 +128,8 @@ def main() -> None:
         python=combo.python_version, debian=MATRIX["python"][combo.python_version]["debian"])
 
     def code_change() -> None:
-        serve_py = next((project / "src").glob("*/serve.py"))
-        serve_py.write_text(serve_py.read_text() + f"\n# bench {time.time()}\n")
+        app_py = next((project / "src").glob("*/app.py"))
+        app_py.write_text(app_py.read_text() + f"\n# bench {time.time()}\n")
 
     # cold = no layers and an empty pip cache mount, before each target's first build
     run(["docker", "builder", "prune", "-af"], check=False)

@@ -265,20 +265,25 @@ def versions(image: str) -> str:
 
 def table(results: list[Result]) -> str:
     seed = {r.connections: r.rows_s for r in results if r.server == "seed 002 app" and r.rows == 1 and not r.failure}
+    unbatched = {(r.server.removesuffix(", BATCHING=false"), r.connections, r.rows): r.rows_s for r in results
+                 if r.server.endswith(", BATCHING=false") and not r.failure}
     lines = [
-        "| server | connections | rows/request | requests/s | rows/s | p50 ms | p99 ms | memory MiB | rows/s vs seed |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ("| server | connections | rows/request | requests/s | rows/s | p50 ms | p99 ms | memory MiB | rows/s vs seed "
+         "| vs unbatched |"),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         if r.failure == "n/a":
-            lines.append(f"| {r.server} | {r.connections} | {r.rows} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {r.server} | {r.connections} | {r.rows} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
         mark = "" if r.rows == 1 else " *"  # against the seed's one-row figure
         ratio = f"{r.rows_s / seed[r.connections]:.2f}x{mark}" if seed.get(r.connections) and r.rows_s else "-"
         if r.failure:
             ratio = r.failure
+        base = unbatched.get((r.server, r.connections, r.rows))
+        own = f"{r.rows_s / base:.2f}x" if base and r.rows_s and not r.failure else "-"
         lines.append(f"| {r.server} | {r.connections} | {r.rows} | {r.requests_s:.0f} | {r.rows_s:.0f} "
-                     f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.memory_mib:.0f} | {ratio} |")
+                     f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.memory_mib:.0f} | {ratio} | {own} |")
     return "\n".join(lines)
 
 
@@ -295,6 +300,8 @@ def main() -> int:
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1")
     parser.add_argument("--keep", action="store_true", help="keep the rendered projects (their path is printed)")
+    parser.add_argument("--unbatched", action="store_true",
+                        help="also run each generated server with BATCHING=false (its own unbatched baseline)")
     args = parser.parse_args()
     for tool in ("wrk", "taskset", "docker", "make"):
         if not shutil.which(tool):
@@ -319,6 +326,9 @@ def main() -> int:
         else:
             servers.append(build_seed())
             servers += [build_render(answers, work) for answers in renders]
+        if args.unbatched:
+            servers += [Server(f"{s.label}, BATCHING=false", s.image, s.port, [*s.args, "-e", "BATCHING=false"])
+                        for s in servers if not s.seed]
         results = []
         for server in servers:
             results += measure(server, args, work)

@@ -23,7 +23,7 @@ WORKER_THREADS = """
 import os
 found = []
 for pid in filter(str.isdigit, os.listdir("/proc")):
-    if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read():
+    if int(pid) != os.getpid() and b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read():
         env = dict(v.split(b"=", 1) for v in open(f"/proc/{pid}/environ", "rb").read().split(b"\\0") if b"=" in v)
         found.append(env.get(b"OMP_NUM_THREADS", b"unset").decode())
 print(" ".join(sorted(found)))
@@ -74,8 +74,14 @@ def test_workers_follow_the_cpu_quota_and_answer_alike(built: Built) -> None:
     with Container(built.serve_image, *HARDENED, "--cpus", "2") as server:
         results = fire(server, n=60)
         workers = server.exec("python", "-c", WORKER_THREADS)
+        scrapes = [scrape(server) for _ in range(6)]  # answered by either worker
     assert workers == "1 1", f"OMP_NUM_THREADS of each worker process: {workers}"  # 2 CPUs, 2 workers: 1 thread each
     assert all(status == 200 and set(answer["predictions"]) == {expected} for expected, status, answer in results)
+    for text in scrapes:  # every scrape adds up both workers
+        assert metric(text, 'http_requests_total{method="POST",route="/predict",status="200"}') == 60, text
+        assert metric(text, "model_batch_rows_sum") == sum(1 if i % 2 else 3 for i in range(60)), text
+        info = [line for line in text.splitlines() if line.startswith("model_info{")]
+        assert len(info) == 1 and info[0].endswith(" 1.0"), info
 
 
 def test_sigterm_with_requests_in_flight_exits_0_within_10s(built: Built) -> None:

@@ -159,10 +159,10 @@ def test_dev_server_reloads_an_edited_source_file(user_project: UserProject) -> 
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["labels"] == ["setosa"]
     container = user_project.compose("--profile", "dev", "ps", "-q", "serve-dev").stdout.strip()
-    serve_py = next((user_project.dir / "src").glob("*/serve.py"))
-    text = serve_py.read_text()
+    app_py = next((user_project.dir / "src").glob("*/app.py"))
+    text = app_py.read_text()
     assert '{"status": "ok"}' in text
-    serve_py.write_text(text.replace('{"status": "ok"}', '{"status": "edited"}'))
+    app_py.write_text(text.replace('{"status": "ok"}', '{"status": "edited"}'))
     deadline = time.monotonic() + 15
     body = b""
     while time.monotonic() < deadline:

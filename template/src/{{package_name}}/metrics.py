@@ -10,16 +10,19 @@ model_load_duration_seconds                       how long locating, verifying a
 model_info{framework,framework_version,sha256,serve_runtime}   the model being served (value 1)
 
 /metrics, /health and /ready are not counted: scrapes and probes would drown the traffic they describe.
+With several worker processes (PROMETHEUS_MULTIPROC_DIR set by workers.py) /metrics adds up every worker's values.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.routing import Match
 
 NOT_COUNTED = {"/metrics", "/health", "/ready", "/v2/health/live", "/v2/health/ready"}
@@ -51,10 +54,12 @@ class Metrics:
                                     buckets=WAIT_BUCKETS, registry=self.registry)
         self.inference = Histogram("model_inference_duration_seconds", "Time spent in the model per call",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        # Gauges across worker processes: the slowest load (the server is ready when the last worker is), info 1
         self.load_seconds = Gauge("model_load_duration_seconds", "Time to locate, verify and load the model",
-                                  registry=self.registry)
+                                  registry=self.registry, multiprocess_mode="max")
         self.model_info = Gauge("model_info", "The model being served",
-                                ["framework", "framework_version", "sha256", "serve_runtime"], registry=self.registry)
+                                ["framework", "framework_version", "sha256", "serve_runtime"], registry=self.registry,
+                                multiprocess_mode="max")
 
     def model_loaded(self, metadata: dict[str, Any], seconds: float) -> None:
         self.load_seconds.set(seconds)
@@ -103,4 +108,8 @@ class Metrics:
 
         @app.get("/metrics", include_in_schema=False)
         def scrape() -> Response:
-            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+            registry = self.registry
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker's values, whichever worker answers
+                registry = CollectorRegistry()
+                MultiProcessCollector(registry)
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,15 +5,20 @@ restarted forever (alive, never ready). Here any worker that ends on its own end
 (the orchestrator restarts the container); SIGTERM stops every worker gracefully and exits 0.
 
 Workers are started with `spawn` (a fresh interpreter each): forking a process that has imported numpy can
-inherit thread-pool locks in a bad state. Each sizes its native thread pools to its share of the CPU quota.
+inherit thread-pool locks in a bad state. Each sizes its native thread pools to its share of the CPU quota. Their
+Prometheus metrics go to files in PROMETHEUS_MULTIPROC_DIR (the client library's multiprocess mode), so that /metrics,
+whichever worker answers it, reports the whole server.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -22,6 +27,7 @@ from typing import Any, Callable
 from ._cpu import limit_threads, threads_per_worker
 
 log = logging.getLogger(__name__)
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 STOP_TIMEOUT_S = 9.0  # within Docker's 10 s stop timeout; workers shut down gracefully within 8 s
 
 
@@ -66,6 +72,9 @@ def supervise(target: Callable[[Any, socket.socket, Peers], None], settings: Any
     context = multiprocessing.get_context("spawn")
     peers = Peers(workers, context.Value("i", 0), context.Value("i", 0))
     limit_threads(threads_per_worker(workers))  # inherited by the workers' environment
+    metrics_dir = None
+    if not os.environ.get(MULTIPROC_DIR):  # read by prometheus_client when a worker imports it
+        metrics_dir = os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="metrics-")
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -98,4 +107,6 @@ def supervise(target: Callable[[Any, socket.socket, Peers], None], settings: Any
             process.kill()
             process.join()
     sock.close()
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return code
