@@ -4,6 +4,7 @@ their ids say `static-only`."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -19,6 +20,13 @@ from test_hadolint import HADOLINT
 GPU = [c for c in COMBOS if c.gpu]
 CPU = [c for c in COMBOS if not c.gpu]
 RenderCombo = Callable[[Combo], Path]
+
+
+def default_max_workers(project: Path) -> int:
+    """config.DEFAULT_MAX_WORKERS of a render: server processes by default, at most."""
+    tree = ast.parse(next(project.glob("src/*/config.py")).read_text())
+    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and getattr(node.targets[0], "id", "") == "DEFAULT_MAX_WORKERS")
 
 
 def test_cuda_choices_are_the_matrix_releases() -> None:
@@ -60,6 +68,7 @@ def test_gpu_render_static_only_images_wheels_and_env(render_combo: RenderCombo,
     readme = (project / "README.md").read_text()
     driver = cuda["driver"] if combo.base_image == "nvidia-cuda" else cuda["driver_pip"]
     assert driver in readme and "NVIDIA Container Toolkit" in readme
+    assert default_max_workers(project) == 1  # one process owns the GPU: no CUDA context and model copy per CPU
 
 
 @pytest.mark.parametrize("combo", CPU, ids=lambda c: c.id)
@@ -74,6 +83,7 @@ def test_cpu_render_never_asks_for_cuda(render_combo: RenderCombo, combo: Combo)
         assert f"{combo.answers['torch_index_url']}/cpu" in requirements
     assert "NVIDIA" not in (project / "Dockerfile").read_text()
     assert "nvidia" not in (project / "compose.yaml").read_text()
+    assert default_max_workers(project) == 4
 
 
 @pytest.mark.static
