@@ -94,6 +94,15 @@ class Built:
                      cwd=self.project, env={"DOCKER_BUILDKIT": "1"})
         return result.stderr + result.stdout
 
+    def tampered_models(self, folder: Path) -> Path:
+        """A copy of the trained model folder in `folder`, its artifact cut short (its sha256 no longer matches)."""
+        folder.mkdir()
+        for item in (self.project / "models").iterdir():
+            folder.joinpath(item.name).write_bytes(item.read_bytes())
+        artifact = folder / self.metadata["artifact"]
+        artifact.write_bytes(artifact.read_bytes()[:-10])
+        return folder
+
 
 @pytest.fixture(scope="session")
 def torch_index(tmp_path_factory: pytest.TempPathFactory):

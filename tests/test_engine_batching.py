@@ -113,12 +113,7 @@ def test_sigterm_with_requests_in_flight_exits_0_within_10s(built: Built) -> Non
 
 
 def test_a_model_no_worker_can_load_ends_the_container_with_one_line(built: Built, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    for item in (built.project / "models").iterdir():
-        models.joinpath(item.name).write_bytes(item.read_bytes())
-    artifact = models / built.metadata["artifact"]
-    artifact.write_bytes(artifact.read_bytes()[:-10])
+    models = built.tampered_models(tmp_path / "models")
     container = Container(built.serve_image, *HARDENED, "-e", "WORKERS=3", "-e", "MODEL_URI=",
                           "-v", f"{models}:/app/models:ro", wait_ready=False)
     with container:

@@ -132,12 +132,8 @@ def test_healthcheck_turns_healthy(serve_container, combo: Combo) -> None:
 
 @each_built
 def test_tampered_model_never_becomes_ready_and_exits_1(built: Built, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    for item in (built.project / "models").iterdir():
-        models.joinpath(item.name).write_bytes(item.read_bytes())
+    models = built.tampered_models(tmp_path / "models")
     artifact = models / built.metadata["artifact"]
-    artifact.write_bytes(artifact.read_bytes()[:-10])
     # every model source can be pointed at a directory: MODEL_URI empty means MODEL_DIR
     container = Container(built.serve_image, *HARDENED, "-e", "MODEL_URI=", "-v", f"{models}:/app/models:ro",
                           wait_ready=False)
