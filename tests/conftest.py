@@ -1,18 +1,26 @@
+"""Fixtures of the suite: renders, the engine, and one locked, built and trained project per engine chain, shared
+by every test that needs it (nothing is built twice)."""
+
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from torch_index import TorchIndex, find_torch_wheel
-from template import DEV_BUILDS, LOCK_PINS, MATRIX, REPO, SESSION_LABEL, Container, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo, copier_cli, docker_available, engine_required, image_tag, render, run
+from helpers.builds import Built, BundleServer, train_into
+from helpers.combos import LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo
+from helpers.containers import Container
+from helpers.answers import MATRIX, REPO
+from helpers.engine import BUILD_LOG, SESSION_LABEL, docker_available, engine_required, image_tag, record_time, run, timed
+from helpers.report import build_lines, coverage_lines
+from helpers.render import copier_cli, render
+from helpers.torch_index import TorchIndex, find_torch_wheel
 
 
 # The suite runs commands as a user at a shell does: `make test` must not hand its own level and flags down to the
@@ -64,6 +72,18 @@ def engine() -> None:
     pytest.skip(f"engine tests skipped: {why} (start Docker to run them)")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    BUILD_LOG.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The coverage tables and the time of every build and lock, in every CI log."""
+    for title, lines in (("coverage", coverage_lines()), ("builds and locks", build_lines())):
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Every test marked `engine` gets the engine fixture, so none can run (or silently pass) without one.
     for item in items:
@@ -72,37 +92,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # ---- engine fixtures: one locked, built and trained project per buildable combination, shared by the e2e tests --
-
-BUILD_ARGS = {"VERSION": "1.2.3", "REVISION": "0123456789abcdef", "CREATED": "2026-01-02T03:04:05Z",
-              "SOURCE": "https://example.org/iris.git"}
-
-
-@dataclass
-class Built:
-    combo: Combo
-    project: Path
-    train_image: str
-    serve_image: str
-    metadata: dict
-
-    def build(self, target: str, *extra: str) -> str:
-        args = [a for k, v in BUILD_ARGS.items() for a in ("--build-arg", f"{k}={v}")]
-        if self.combo.framework == "pytorch":  # the wheel index of the tests is on this machine's loopback
-            args += ["--network", "host"]
-        tag = image_tag(self.combo, target)
-        result = run(["docker", "build", "--progress=plain", "--target", target, "-t", tag, *args, *extra, "."],
-                     cwd=self.project, env={"DOCKER_BUILDKIT": "1"})
-        return result.stderr + result.stdout
-
-    def tampered_models(self, folder: Path) -> Path:
-        """A copy of the trained model folder in `folder`, its artifact cut short (its sha256 no longer matches)."""
-        folder.mkdir()
-        for item in (self.project / "models").iterdir():
-            folder.joinpath(item.name).write_bytes(item.read_bytes())
-        artifact = folder / self.metadata["artifact"]
-        artifact.write_bytes(artifact.read_bytes()[:-10])
-        return folder
-
 
 @pytest.fixture(scope="session")
 def torch_index(tmp_path_factory: pytest.TempPathFactory):
@@ -132,34 +121,28 @@ def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None,
             if combo.framework == "pytorch":
                 request.getfixturevalue("torch_index")
             dst = tmp_path_factory.mktemp(f"locked-{combo.id}") / "project"
-            answers = combo.answers if combo in DEV_BUILDS else {**combo.answers, "dev_environment": False}
-            args = [a for k, v in answers.items() for a in ("-d", f"{k}={v}")]
+            args = [a for k, v in combo.answers.items() for a in ("-d", f"{k}={v}")]
             pin = LOCK_PINS.get(combo.framework)
             skip = ["--skip-tasks"] if pin else []
+            start = time.monotonic()
             result = copier_cli("copy", "--trust", "--defaults", *skip, "--vcs-ref", "HEAD", *args, str(REPO),
                                 str(dst))
             assert result.returncode == 0, result.stderr[-3000:]
+            if not pin:
+                record_time(f"{combo.id} copy+lock ({combo.lock_tool})", time.monotonic() - start)
             if pin:  # in serve.in, or in train.in where serve_runtime=onnx keeps the framework for training only
                 pinned = [p for p in sorted((dst / "requirements").glob("*.in")) if pin[0] in p.read_text()]
                 assert pinned, f"{pin[0]} in no requirements/*.in"
                 for path in pinned:
                     path.write_text(path.read_text().replace(pin[0], pin[1]))
-                run([sys.executable, "scripts/lock.py", "--strict"], cwd=dst, timeout=1800)
+                timed(f"{combo.id} lock ({combo.lock_tool})", [sys.executable, "scripts/lock.py", "--strict"], cwd=dst,
+                      timeout=1800)
             for name in ("train", "serve"):
                 assert (dst / "requirements" / f"{name}.txt").is_file(), f"copy did not lock {name}\n{result.stderr[-3000:]}"
             cache[combo] = dst
         return cache[combo]
 
     return _locked
-
-
-def train_into(image: str, models: Path, *extra: str) -> dict:
-    """Run the train image as its own non-root user, writing into a host folder."""
-    models.mkdir(parents=True, exist_ok=True)
-    models.chmod(0o777)  # the container's user (uid 10001 or 65532) writes here
-    run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", *extra,
-         "-v", f"{models}:/app/models", image])
-    return json.loads((models / "metadata.json").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -179,34 +162,6 @@ def built_project(locked_project: Callable[[Combo], Path]) -> Callable[[Combo], 
         return cache[combo]
 
     return _built
-
-
-class BundleServer:
-    """Model bundles (make publish) served over HTTP on 127.0.0.1, for the `downloaded` model source."""
-
-    def __init__(self, root: Path):
-        import functools
-        import http.server
-        import threading
-
-        self.root = root
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-        handler.log_message = lambda *a: None
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def publish(self, built: Built) -> tuple[str, str]:
-        """`make publish` in the project; returns (MODEL_URI, MODEL_SHA256) of the bundle."""
-        out = run(["make", "publish"], cwd=built.project).stdout
-        sha = out.split("MODEL_SHA256=")[1].split()[0]
-        name = f"{built.combo.id}.tar.gz"
-        shutil.copyfile(built.project / "dist" / "model.tar.gz", self.root / name)
-        return f"{self.url}/{name}", sha
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="session")

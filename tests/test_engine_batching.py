@@ -12,8 +12,10 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from template import DEFAULT_COMBO, Combo, Container, run
+from helpers.builds import Built
+from helpers.combos import Combo, DEFAULT_COMBO
+from helpers.containers import Container
+from helpers.engine import run
 
 pytestmark = pytest.mark.engine
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL")

@@ -6,10 +6,12 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from template import BUILT_COMBOS, DEFAULT_COMBO, MATRIX, Combo, run
+from helpers.answers import MATRIX
+from helpers.builds import Built
+from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS
+from helpers.engine import run
 
-pytestmark = [pytest.mark.engine, pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)]
+pytestmark = [pytest.mark.engine, pytest.mark.parametrize("combo", ENGINE_COMBOS, ids=lambda c: c.id)]
 MB = 1_000_000
 LAYER_BUDGET = 250 * MB  # for the default framework (its venv with bytecode); the others: their whole budget
 

@@ -9,8 +9,9 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from template import DEFAULT_COMBO, Combo, run
+from helpers.builds import Built
+from helpers.combos import Combo, DEFAULT_COMBO
+from helpers.engine import run
 
 pytestmark = pytest.mark.engine
 

@@ -15,7 +15,10 @@ from typing import Callable
 import pytest
 import yaml
 
-from template import BIN, BUILT_COMBOS, DEFAULT_COMBO, IMAGE_PREFIX, MATRIX, Combo, run
+from helpers.answers import MATRIX
+from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS
+from helpers.engine import IMAGE_PREFIX, run
+from helpers.render import BIN
 
 pytestmark = pytest.mark.engine
 
@@ -108,7 +111,7 @@ def test_lock_check_and_pre_commit_follow_an_edit_to_train_in(ci_project: Path,
     assert code == 0, output
 
 
-@pytest.mark.parametrize("combo", [c for c in BUILT_COMBOS if c.model_source != DEFAULT_COMBO.model_source],
+@pytest.mark.parametrize("combo", [c for c in ENGINE_COMBOS if c.model_source != DEFAULT_COMBO.model_source],
                          ids=lambda c: c.id)
 def test_make_smoke_serves_every_model_source(built_project, combo: Combo) -> None:
     """mounted: models/ reaches the container through a volume; downloaded: the bundle of `make publish` is served

@@ -12,8 +12,9 @@ from typing import Callable
 import pytest
 import yaml
 
-from conftest import Built
-from template import BUILT_COMBOS, COMBOS, IMAGE_PREFIX, Combo, free_port, run
+from helpers.builds import Built
+from helpers.combos import Combo, COMBOS, ENGINE_COMBOS
+from helpers.engine import free_port, IMAGE_PREFIX, run
 
 
 
@@ -29,7 +30,7 @@ def test_compose_config_is_valid(render_combo: Callable[[Combo], Path], combo: C
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)
+@pytest.mark.parametrize("combo", ENGINE_COMBOS, ids=lambda c: c.id)
 def test_compose_train_then_up_wait_healthy_then_down_clean(
     built_project: Callable[[Combo], Built], combo: Combo, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -19,8 +19,9 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from template import DEFAULT_COMBO, DEV_BUILDS, IMAGE_PREFIX, SESSION_LABEL, Combo, free_port, run
+from helpers.builds import Built
+from helpers.combos import Combo, DEFAULT_COMBO, DEV_BUILDS
+from helpers.engine import free_port, IMAGE_PREFIX, run, SESSION_LABEL, timed
 
 pytestmark = pytest.mark.engine
 USER = 1000
@@ -181,7 +182,8 @@ def test_dev_server_reloads_an_edited_source_file(user_project: UserProject) -> 
 def test_another_framework_runs_the_notebook_too(built_project: Callable[[Combo], Built], tmp_path: Path) -> None:
     built = built_project(OTHER_FRAMEWORK)
     image = f"{IMAGE_PREFIX}/{OTHER_FRAMEWORK.id}:dev"
-    run(["docker", "build", "--target", "dev", "-t", image, "."], cwd=built.project, env={"DOCKER_BUILDKIT": "1"})
+    timed(f"{OTHER_FRAMEWORK.id} dev", ["docker", "build", "--target", "dev", "-t", image, "."], cwd=built.project,
+          env={"DOCKER_BUILDKIT": "1"})
     mounts = [a for name in ("notebooks", "src") for a in ("-v", f"{built.project / name}:/app/{name}:ro")]
     result = run(["docker", "run", "--rm", "--label", SESSION_LABEL, "--user", f"{USER}:{USER}", "--read-only",
                   "--tmpfs", "/tmp", "--cap-drop", "ALL", *mounts, image,  # as compose mounts them

@@ -13,12 +13,13 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from template import BUILT_COMBOS, Combo, Container
+from helpers.builds import Built
+from helpers.combos import Combo, ENGINE_COMBOS
+from helpers.containers import Container
 
 pytestmark = pytest.mark.engine
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL")
-MOUNTED = next(c for c in BUILT_COMBOS if c.model_source == "mounted")
+MOUNTED = next(c for c in ENGINE_COMBOS if c.model_source == "mounted")
 DEADLINE_S = 20  # start-up included
 
 

@@ -10,13 +10,16 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from template import BUILT_COMBOS, DEFAULT_ANSWERS, IMAGE_PREFIX, MATRIX, REPO, Combo, Container, copier_cli, run
+from helpers.answers import MATRIX
+from helpers.builds import Built
+from helpers.combos import Combo, ENGINE_COMBOS
+from helpers.containers import Container
+from helpers.engine import run
 
 pytestmark = pytest.mark.engine
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL")
-MOUNTED = [c for c in BUILT_COMBOS if c.model_source == "mounted"]
-DOWNLOADED = [c for c in BUILT_COMBOS if c.model_source == "downloaded"]
+MOUNTED = [c for c in ENGINE_COMBOS if c.model_source == "mounted"]
+DOWNLOADED = [c for c in ENGINE_COMBOS if c.model_source == "downloaded"]
 
 
 def exits_with(container: Container, message: str, timeout: float = 60) -> str:
@@ -88,27 +91,19 @@ def test_downloaded_refuses_what_it_cannot_verify(published) -> None:
         assert "NOT VERIFIED" in container.logs()
 
 
-def test_prediction_log_writes_json_lines(tmp_path: Path, engine: None) -> None:
+@pytest.mark.parametrize("combo", [c for c in ENGINE_COMBOS if c.log_predictions], ids=lambda c: c.id)
+def test_prediction_log_writes_json_lines(serve_container, built_project: Callable[[Combo], Built],
+                                          combo: Combo) -> None:
     """log_predictions=true: one JSON line per request in the prediction-log volume."""
-    project = tmp_path / "project"
-    args = [a for k, v in {**DEFAULT_ANSWERS, "log_predictions": "true"}.items() for a in ("-d", f"{k}={v}")]
-    result = copier_cli("copy", "--trust", "--defaults", "--vcs-ref", "HEAD", *args, str(REPO), str(project))
-    assert result.returncode == 0, result.stderr[-2000:]
-    models = project / "models"
-    models.chmod(0o777)
-    run(["docker", "build", "--target", "train", "-t", f"{IMAGE_PREFIX}/predlog:train", "."], cwd=project,
-        env={"DOCKER_BUILDKIT": "1"})
-    run(["docker", "run", "--rm", "-v", f"{models}:/app/models", f"{IMAGE_PREFIX}/predlog:train"])
-    run(["docker", "build", "--target", "serve", "-t", f"{IMAGE_PREFIX}/predlog:serve", "."], cwd=project,
-        env={"DOCKER_BUILDKIT": "1"})
+    image = built_project(combo).serve_image
     volume = f"mldt-log-{uuid.uuid4().hex[:8]}"
     try:
-        with Container(f"{IMAGE_PREFIX}/predlog:serve", *HARDENED, "-v", f"{volume}:/app/var/log") as server:
+        with serve_container(combo, *HARDENED, "-v", f"{volume}:/app/var/log") as server:
             for _ in range(3):
                 assert server.http("POST", "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]] * 2})[0] == 200
             run(["docker", "stop", server.id])  # flushes the log on shutdown
             out = run(["docker", "run", "--rm", "-v", f"{volume}:/log", "--entrypoint", "cat",
-                       f"{IMAGE_PREFIX}/predlog:serve", "/log/predictions.jsonl"]).stdout
+                       image, "/log/predictions.jsonl"]).stdout
     finally:
         run(["docker", "volume", "rm", "-f", volume], check=False)
     lines = [json.loads(line) for line in out.splitlines()]

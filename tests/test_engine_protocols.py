@@ -15,8 +15,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import Built
-from template import DEFAULT_COMBO, Combo, Container
+from helpers.builds import Built
+from helpers.combos import Combo, DEFAULT_COMBO
+from helpers.containers import Container
 
 pytestmark = pytest.mark.engine
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL")

@@ -11,8 +11,9 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from template import DEFAULT_COMBO, Combo, image_tag, run
+from helpers.builds import Built
+from helpers.combos import Combo, DEFAULT_COMBO
+from helpers.engine import image_tag, run
 
 pytestmark = pytest.mark.engine
 

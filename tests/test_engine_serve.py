@@ -10,13 +10,16 @@ from typing import Callable
 
 import pytest
 
-from conftest import BUILD_ARGS, Built, train_into
-from template import BUILT_COMBOS, MATRIX, Combo, Container, run
+from helpers.answers import MATRIX
+from helpers.builds import BUILD_ARGS, Built, train_into
+from helpers.combos import Combo, ENGINE_COMBOS
+from helpers.containers import Container
+from helpers.engine import run
 
 pytestmark = pytest.mark.engine
-each_built = pytest.mark.parametrize("combo", BUILT_COMBOS, ids=lambda c: c.id)
-DISTROLESS = [c for c in BUILT_COMBOS if not MATRIX["base_image"][c.base_image]["shell"]]
-BAKED = [c for c in BUILT_COMBOS if c.model_source == "baked"]
+each_built = pytest.mark.parametrize("combo", ENGINE_COMBOS, ids=lambda c: c.id)
+DISTROLESS = [c for c in ENGINE_COMBOS if not MATRIX["base_image"][c.base_image]["shell"]]
+BAKED = [c for c in ENGINE_COMBOS if c.model_source == "baked"]
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")

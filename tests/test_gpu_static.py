@@ -13,9 +13,12 @@ from typing import Callable
 
 import pytest
 
-from dockerfile import Dockerfile
-from template import COMBOS, MATRIX, QUESTIONS, Combo, render, run
-from test_hadolint import HADOLINT
+from helpers.dockerfile import Dockerfile
+from helpers.answers import MATRIX, QUESTIONS
+from helpers.combos import Combo, COMBOS
+from helpers.engine import run
+from helpers.render import render
+from test_dockerfile_lint import HADOLINT
 
 GPU = [c for c in COMBOS if c.gpu]
 CPU = [c for c in COMBOS if not c.gpu]
@@ -46,7 +49,7 @@ def test_gpu_render_static_only_images_wheels_and_env(render_combo: RenderCombo,
     assert cuda_version in MATRIX["framework"][combo.framework]["gpu"]["cuda"]
     dockerfile = Dockerfile.read(project / "Dockerfile")
     if combo.base_image == "nvidia-cuda":
-        flavor = MATRIX["framework"][combo.framework]["gpu"]["flavor"]
+        flavor = combo.cuda_flavor or MATRIX["framework"][combo.framework]["gpu"]["flavor"]
         tag = f"nvidia/cuda:{cuda['image']}-{flavor}-ubuntu24.04"
         assert dockerfile.global_args["RUNTIME_IMAGE"] == tag == dockerfile.global_args["BUILDER_IMAGE"]
         python_apt = dockerfile.stages["python-base"].all("RUN")[0].args

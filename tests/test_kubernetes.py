@@ -11,7 +11,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,8 +19,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import k8s_tools
-from template import BIN, COMBOS, MATRIX, REPO, Combo, DEFAULT_ANSWERS, DEFAULT_COMBO, choices, engine_required, render
+from helpers import k8s_tools
+from helpers.checkov import run_checkov
+from helpers.answers import choices, DEFAULT_ANSWERS, MATRIX
+from helpers.combos import Combo, COMBOS, DEFAULT_COMBO, PAIRWISE_COMBOS
+from helpers.engine import engine_required
+from helpers.render import render
 
 # The Kubernetes releases the objects must validate against: trixie's kubectl (1.32) and the newest schema bundled
 KUBERNETES_VERSIONS = ["1.32", kubernetes_validate.latest_version()]
@@ -52,10 +55,8 @@ class Case:
 
     @property
     def id(self) -> str:
-        c = self.combo
-        gpu = "-gpu" if c.gpu else ""
-        log = "-log" if self.log_predictions else ""
-        return f"{c.framework}-{c.base_image}{gpu}-{c.model_source}{log}-py{c.python_version}-{self.serve_port}"
+        combo = replace(self.combo, log_predictions=self.log_predictions).id.rsplit("-", 1)[0]  # its kind is ours
+        return f"{combo}-{self.serve_port}"
 
 
 def _cases() -> list[Case]:
@@ -75,7 +76,8 @@ def _cases() -> list[Case]:
     return cases
 
 
-CASES = _cases()
+# and every pair of answers (tests/helpers/pairs.py) in the renders that have manifests
+CASES = list(dict.fromkeys(_cases() + [Case(c, c.log_predictions) for c in PAIRWISE_COMBOS if c.kubernetes]))
 FRAMEWORK_CASES = [Case(replace(DEFAULT_COMBO, framework=f)) for f in choices("framework")]
 
 
@@ -543,22 +545,9 @@ def test_kustomize_edit_set_image_pins_an_overlay(k8s_bin: Path, k8s_project, tm
 
 # ---- checkov -------------------------------------------------------------------------------------------------------
 
-CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 # a covering set: every base image, GPU, model source and log_predictions value at least once
 CHECKOV_CASES = [c for c in CASES if c.log_predictions == (c.combo.model_source != "baked")
                  or c.combo.base_image == "nvidia-cuda"]
-
-
-def run_checkov(directory: Path, framework: str) -> dict[str, Any]:
-    if not CHECKOV.is_file():
-        pytest.fail(f"{CHECKOV} missing: `make .venv-checkov/.installed` installs checkov (requirements-checkov.txt)",
-                    pytrace=False)
-    result = subprocess.run([str(CHECKOV), "--directory", str(directory), "--framework", framework, "--output", "json",
-                             "--skip-download"], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"})
-    assert result.returncode in (0, 1), result.stderr[-3000:]
-    report = json.loads(result.stdout)
-    return report[0] if isinstance(report, list) else report
 
 
 def test_checkov_kubernetes_static_only(built, tmp_path: Path) -> None:
@@ -585,17 +574,3 @@ def test_checkov_kubernetes_static_only(built, tmp_path: Path) -> None:
                   for t in overlays(c) if t != "kserve"}
     assert {Path(c["file_path"]).stem for c in skipped} == downloaded
 
-
-def test_checkov_dockerfile_static_only(k8s_project, tmp_path: Path) -> None:
-    folder = tmp_path / "dockerfiles"
-    for case in CHECKOV_CASES:
-        (folder / case.id).mkdir(parents=True)
-        shutil.copyfile(k8s_project(case) / "Dockerfile", folder / case.id / "Dockerfile")
-    report = run_checkov(folder, "dockerfile")
-    failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
-    assert not failed, "checkov failed:\n" + "\n".join(failed)
-    # the one exception, CKV_DOCKER_7: FROM ${BUILDER_IMAGE} names an ARG whose default is a versioned tag
-    skipped = report["results"]["skipped_checks"]
-    assert {c["check_id"] for c in skipped} == {"CKV_DOCKER_7"}
-    assert all("ARG" in c["check_result"]["suppress_comment"] for c in skipped)
-    assert report["summary"]["passed"] > 100

@@ -14,7 +14,9 @@ from typing import Callable
 
 import pytest
 
-from template import DEFAULT_COMBO, REPO, Combo, run
+from helpers.answers import REPO
+from helpers.combos import Combo, DEFAULT_COMBO
+from helpers.engine import run
 from test_lock import pins
 
 spec = importlib.util.spec_from_file_location("lock", REPO / "hooks" / "lock.py")

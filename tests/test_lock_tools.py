@@ -13,8 +13,10 @@ from typing import Callable
 
 import pytest
 
-from dockerfile import Dockerfile
-from template import DEFAULT_COMBO, LOCK_TOOL_COMBOS, MATRIX, REPO, Combo, choices, run
+from helpers.dockerfile import Dockerfile
+from helpers.answers import choices, MATRIX, REPO
+from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS, LOCK_TOOL_TWINS
+from helpers.engine import run
 from test_lock import assert_good_locks, pins
 
 spec = importlib.util.spec_from_file_location("lock", REPO / "hooks" / "lock.py")
@@ -32,8 +34,8 @@ def hashes(path: Path) -> dict[str, set[str]]:
 
 def test_both_lock_tools_are_offered() -> None:
     assert choices("lock_tool") == ["pip-tools", "uv"]
-    assert {c.lock_tool for c in LOCK_TOOL_COMBOS} == {"uv"}
-    assert {c.framework for c in LOCK_TOOL_COMBOS} >= {DEFAULT_COMBO.framework, "pytorch"}
+    assert {c.lock_tool for c in LOCK_TOOL_TWINS} == {"uv"}
+    assert {c.framework for c in LOCK_TOOL_TWINS} >= {DEFAULT_COMBO.framework, "pytorch"}
 
 
 @pytest.mark.parametrize("tool", choices("lock_tool"))
@@ -83,7 +85,7 @@ def test_the_build_secret_pip_conf_reaches_uv(tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize("combo", LOCK_TOOL_COMBOS, ids=lambda c: c.id)
+@pytest.mark.parametrize("combo", LOCK_TOOL_TWINS, ids=lambda c: c.id)
 def test_uv_locks_inside_the_image_with_the_same_pins_as_pip_tools(locked_project: Callable[[Combo], Path],
                                                                    combo: Combo, tmp_path: Path) -> None:
     project = locked_project(combo)
@@ -112,7 +114,7 @@ def test_uv_locks_inside_the_image_with_the_same_pins_as_pip_tools(locked_projec
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize("combo", LOCK_TOOL_COMBOS, ids=lambda c: c.id)
+@pytest.mark.parametrize("combo", [c for c in ENGINE_COMBOS if c.lock_tool == "uv"], ids=lambda c: c.id)
 def test_uv_locked_project_builds_trains_and_serves(built_project, serve_container, combo: Combo) -> None:
     built = built_project(combo)
     assert built.metadata["framework"] and (built.project / "models" / "metadata.json").is_file()

@@ -14,9 +14,12 @@ from typing import Callable
 
 import pytest
 
-from conftest import Built
-from dockerfile import Dockerfile
-from template import DEFAULT_COMBO, MATRIX, ONNX_BUILDS, ONNX_COMBOS, Combo, Container, run
+from helpers.answers import MATRIX
+from helpers.builds import Built
+from helpers.combos import Combo, DEFAULT_COMBO, ONNX_BUILDS, ONNX_COMBOS
+from helpers.containers import Container
+from helpers.engine import run
+from helpers.dockerfile import Dockerfile
 
 RenderCombo = Callable[[Combo], Path]
 ROW = [5.1, 3.5, 1.4, 0.2]

@@ -9,8 +9,9 @@ from typing import Callable
 import pytest
 import yaml
 
-from dockerfile import Dockerfile
-from template import COMBOS, MATRIX, REPO, Combo
+from helpers.dockerfile import Dockerfile
+from helpers.answers import MATRIX, REPO
+from helpers.combos import Combo, COMBOS
 
 RenderCombo = Callable[[Combo], Path]
 STAGES = {"python-base", "lock-compile", "lock", "venv-train", "venv-serve", "deps-train", "deps-serve",
@@ -67,7 +68,7 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     dockerfile = Dockerfile.read(root / "Dockerfile")
     assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
     expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
-    expected |= {"state"} if combo.model_source == "downloaded" else set()
+    expected |= {"state"} if combo.model_source == "downloaded" or combo.log_predictions else set()
     expected |= {"deps-dev", "dev"} if yaml.safe_load((root / ".copier-answers.yml").read_text())["dev_environment"] else set()
     assert set(dockerfile.stages) == expected
     assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
@@ -178,7 +179,7 @@ def test_requirements_split_serve_from_train(render_combo: RenderCombo, combo: C
         spec = spec["onnx"]
     wanted = spec["gpu"]["serve"] if combo.gpu and "serve" in spec["gpu"] else spec["serve"]
     if isinstance(wanted, dict):  # per CUDA major; the default CUDA release is the framework's newest
-        wanted = wanted[MATRIX["cuda"][spec["gpu"]["cuda"][-1]]["major"]]
+        wanted = wanted[MATRIX["cuda"][combo.cuda_version or spec["gpu"]["cuda"][-1]]["major"]]
     for requirement in wanted:
         assert requirement in serve.splitlines()
 

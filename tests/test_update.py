@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from template import REPO, copier_cli, run
+from helpers.answers import REPO
+from helpers.engine import run
+from helpers.render import copier_cli
 
 GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=main",
        "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]

@@ -1,0 +1,74 @@
+"""Commands and the Docker engine: running a command with its output in the failure, whether an engine answers
+(and whether one is required), image names of this run, and the time of every image build for the CI summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+# Containers of this test session carry this label, so clean-up never touches another session's containers.
+SESSION_LABEL = f"mldt-test={os.getpid()}-{os.urandom(4).hex()}"
+# Image names of this test run; MLDT_IMAGE_PREFIX keeps two runs on one engine from building over each other's tags
+IMAGE_PREFIX = os.environ.get("MLDT_IMAGE_PREFIX", "mldt-test")
+# Where the build timings go (one JSON line per build): .ci/run's summary reads it
+BUILD_LOG = Path(os.environ.get("MLDT_BUILD_LOG", Path(__file__).resolve().parents[2] / "build" / "build-times.jsonl"))
+
+
+def run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 900, check: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n"
+            f"--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def record_time(what: str, seconds: float) -> None:
+    """Append the wall time of `what` (an image build, a lock) to BUILD_LOG."""
+    BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with BUILD_LOG.open("a") as log:
+        log.write(json.dumps({"what": what, "seconds": round(seconds, 1)}) + "\n")
+
+
+def timed(what: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """run(), its wall time recorded as `what`."""
+    start = time.monotonic()
+    try:
+        return run(cmd, **kwargs)
+    finally:
+        record_time(what, time.monotonic() - start)
+
+
+def docker_available() -> tuple[bool, str]:
+    if not shutil.which("docker"):
+        return False, "no docker CLI on PATH"
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False, "`docker info` timed out"
+    if result.returncode != 0:
+        return False, "no Docker engine answers (`docker info` failed)"
+    return True, ""
+
+
+def engine_required() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("REQUIRE_ENGINE") == "1"
+
+
+def image_tag(combo, target: str) -> str:
+    return f"{IMAGE_PREFIX}/{combo.id}:{target}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
