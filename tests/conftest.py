@@ -14,9 +14,10 @@ from typing import Callable
 import pytest
 
 from helpers.builds import Built, BundleServer, train_into
-from helpers.combos import LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo
+from helpers.combos import DEFAULT_COMBO, ENGINE_COMBOS, LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo
 from helpers.containers import Container
 from helpers.answers import MATRIX, REPO
+from helpers.once import Once
 from helpers.engine import BUILD_LOG, SESSION_LABEL, docker_available, engine_required, image_tag, record_time, run, timed
 from helpers.report import build_lines, coverage_lines
 from helpers.render import copier_cli, render
@@ -84,11 +85,21 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(line)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+PLANNED = pytest.StashKey[list]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Every test marked `engine` gets the engine fixture, so none can run (or silently pass) without one.
+    planned: dict[Combo, None] = {}
     for item in items:
-        if item.get_closest_marker("engine") and "engine" not in getattr(item, "fixturenames", []):
-            item.fixturenames.insert(0, "engine")
+        if item.get_closest_marker("engine"):
+            if "engine" not in getattr(item, "fixturenames", []):
+                item.fixturenames.insert(0, "engine")
+            planned[DEFAULT_COMBO] = None  # what most engine tests use without naming it
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            planned.update((v, None) for v in params.values() if v in ENGINE_COMBOS)
+    # the engine chains these tests use, in the order they first need them (a prefetch builds them in that order)
+    config.stash[PLANNED] = list(planned)
 
 
 # ---- engine fixtures: one locked, built and trained project per buildable combination, shared by the e2e tests --
@@ -114,54 +125,52 @@ def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None,
 
     Where a test pin is needed (LOCK_PINS), the copy skips its task, the pin is made, and `make lock`'s script
     runs instead, as a user who pins a version would do."""
-    cache: dict[Combo, Path] = {}
+    if any(c.framework == "pytorch" for c in request.config.stash[PLANNED]):
+        request.getfixturevalue("torch_index")  # in the main thread, before a prefetch needs it
 
     def _locked(combo: Combo) -> Path:
-        if combo not in cache:
-            if combo.framework == "pytorch":
-                request.getfixturevalue("torch_index")
-            dst = tmp_path_factory.mktemp(f"locked-{combo.id}") / "project"
-            args = [a for k, v in combo.answers.items() for a in ("-d", f"{k}={v}")]
-            pin = LOCK_PINS.get(combo.framework)
-            skip = ["--skip-tasks"] if pin else []
-            start = time.monotonic()
-            result = copier_cli("copy", "--trust", "--defaults", *skip, "--vcs-ref", "HEAD", *args, str(REPO),
-                                str(dst))
-            assert result.returncode == 0, result.stderr[-3000:]
-            if not pin:
-                record_time(f"{combo.id} copy+lock ({combo.lock_tool})", time.monotonic() - start)
-            if pin:  # in serve.in, or in train.in where serve_runtime=onnx keeps the framework for training only
-                pinned = [p for p in sorted((dst / "requirements").glob("*.in")) if pin[0] in p.read_text()]
-                assert pinned, f"{pin[0]} in no requirements/*.in"
-                for path in pinned:
-                    path.write_text(path.read_text().replace(pin[0], pin[1]))
-                timed(f"{combo.id} lock ({combo.lock_tool})", [sys.executable, "scripts/lock.py", "--strict"], cwd=dst,
-                      timeout=1800)
-            for name in ("train", "serve"):
-                assert (dst / "requirements" / f"{name}.txt").is_file(), f"copy did not lock {name}\n{result.stderr[-3000:]}"
-            cache[combo] = dst
-        return cache[combo]
+        if combo.framework == "pytorch":
+            request.getfixturevalue("torch_index")
+        dst = tmp_path_factory.mktemp(f"locked-{combo.id}") / "project"
+        args = [a for k, v in combo.answers.items() for a in ("-d", f"{k}={v}")]
+        pin = LOCK_PINS.get(combo.framework)
+        skip = ["--skip-tasks"] if pin else []
+        start = time.monotonic()
+        result = copier_cli("copy", "--trust", "--defaults", *skip, "--vcs-ref", "HEAD", *args, str(REPO), str(dst))
+        assert result.returncode == 0, result.stderr[-3000:]
+        if pin:  # in serve.in, or in train.in where serve_runtime=onnx keeps the framework for training only
+            pinned = [p for p in sorted((dst / "requirements").glob("*.in")) if pin[0] in p.read_text()]
+            assert pinned, f"{pin[0]} in no requirements/*.in"
+            for path in pinned:
+                path.write_text(path.read_text().replace(pin[0], pin[1]))
+            timed(f"{combo.id} lock ({combo.lock_tool})", [sys.executable, "scripts/lock.py", "--strict"], cwd=dst,
+                  timeout=1800)
+        else:
+            record_time(f"{combo.id} copy+lock ({combo.lock_tool})", time.monotonic() - start)
+        for name in ("train", "serve"):
+            assert (dst / "requirements" / f"{name}.txt").is_file(), f"copy did not lock {name}\n{result.stderr[-3000:]}"
+        return dst
 
-    return _locked
+    return Once(_locked)
 
 
 @pytest.fixture(scope="session")
-def built_project(locked_project: Callable[[Combo], Path]) -> Callable[[Combo], Built]:
-    """Build train, train the model into models/ (baked mode), then build serve."""
-    cache: dict[Combo, Built] = {}
+def built_project(locked_project: Callable[[Combo], Path], request: pytest.FixtureRequest):
+    """Build train, train the model into models/ (baked mode), then build serve: once per combination. With
+    MLDT_BUILD_JOBS=N (N > 1) the chains the collected tests use are built N - 1 at a time beside the tests."""
 
     def _built(combo: Combo) -> Built:
-        if combo not in cache:
-            project = locked_project(combo)
-            built = Built(combo, project, image_tag(combo, "train"), image_tag(combo, "serve"), {})
-            built.build("train")
-            models = project / "models"
-            built.metadata = train_into(built.train_image, models)
-            built.build("serve")
-            cache[combo] = built
-        return cache[combo]
+        project = locked_project(combo)
+        built = Built(combo, project, image_tag(combo, "train"), image_tag(combo, "serve"), {})
+        built.build("train")
+        built.metadata = train_into(built.train_image, project / "models")
+        built.build("serve")
+        return built
 
-    return _built
+    once = Once(_built)
+    once.prefetch(request.config.stash[PLANNED], int(os.environ.get("MLDT_BUILD_JOBS", "1")) - 1)
+    yield once
+    once.close()
 
 
 @pytest.fixture(scope="session")

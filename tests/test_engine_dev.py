@@ -1,19 +1,17 @@
-"""Promise: the development environment works as a uid-1000 user runs it with plain `docker compose`: JupyterLab
-behind its token, the starter notebook runs headless on exactly the training versions, files land owned by the
-user, and the dev server reloads an edited source file. Also plain `compose run train` as that user (no HOST_UID in
+"""Promise: the development environment works as a uid-1000 user and as root run it, with plain `docker compose` and
+with make: JupyterLab behind its token, the starter notebook runs headless on exactly the training versions, files
+land owned by the user, and the dev server reloads an edited source file. Also plain `compose run train` as that user (no HOST_UID in
 the environment): models/ written as them, or one line saying what to run when it cannot be."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -21,18 +19,11 @@ import pytest
 
 from helpers.builds import Built
 from helpers.combos import Combo, DEFAULT_COMBO, DEV_BUILDS
-from helpers.engine import free_port, IMAGE_PREFIX, run, SESSION_LABEL, timed
+from helpers.engine import IMAGE_PREFIX, run, SESSION_LABEL, timed
+from helpers.users import USER, UserProject
 
 pytestmark = pytest.mark.engine
-USER = 1000
 OTHER_FRAMEWORK = next(c for c in DEV_BUILDS if c != DEFAULT_COMBO)  # lightgbm
-
-
-def as_user(cmd: list[str], home: Path) -> list[str]:
-    """Run cmd as uid/gid 1000 with access to the engine's socket only (the way a user in the docker group has it)."""
-    socket_gid = os.stat("/var/run/docker.sock").st_gid
-    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", f"--groups={socket_gid}", "--inh-caps=-all", "--",
-            "env", "-i", f"HOME={home}", "PATH=/usr/local/bin:/usr/bin:/bin", "DOCKER_BUILDKIT=1", *cmd]
 
 
 def http(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -43,49 +34,36 @@ def http(url: str, timeout: float = 10) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-class UserProject:
-    """A copy of a locked project owned by uid 1000, driven by plain compose as that user."""
-
-    def __init__(self, built: Built, root: Path):
-        if os.geteuid() != 0:
-            pytest.skip("needs root to act as uid 1000 (CI runs as root)")
-        self.dir = root / "project"
-        self.home = root / "home"
-        shutil.copytree(built.project, self.dir, symlinks=True)
-        self.home.mkdir()
-        (self.dir / ".env").unlink(missing_ok=True)
-        run(["chown", "-R", f"{USER}:{USER}", str(self.dir), str(self.home)])
-        root.chmod(0o755)
-        self.name = f"mldt-dev-{uuid.uuid4().hex[:8]}"
-        self.ports = {"NOTEBOOK_PORT": free_port(), "DEV_PORT": free_port()}
-        # the user's one-time step on a fresh clone (copier runs it at copy time): .env with their uid and a token
-        self.run(["python3", "scripts/dotenv.py"])
-        env = (self.dir / ".env").read_text()
-        env += "".join(f"{k}={v}\n" for k, v in self.ports.items())
-        env += f"COMPOSE_PROJECT_NAME={self.name}\nIMAGE={IMAGE_PREFIX}/{self.name}\nTAG=t\n"
-        (self.dir / ".env").write_text(env)
-        self.token = re.search(r"^JUPYTER_TOKEN=(\w+)$", env, flags=re.MULTILINE).group(1)
-
-    def run(self, cmd: list[str], *, check: bool = True, timeout: float = 900):
-        return run(as_user(cmd, self.home), cwd=self.dir, check=check, timeout=timeout)
-
-    def compose(self, *args: str, check: bool = True, timeout: float = 900):
-        return self.run(["docker", "compose", *args], check=check, timeout=timeout)
-
-    def down(self) -> None:
-        self.compose("--profile", "dev", "--profile", "train", "down", "-v", "--remove-orphans", check=False)
-
-
-@pytest.fixture(scope="module")
-def user_project(built_project: Callable[[Combo], Built]):
-    built = built_project(DEFAULT_COMBO)
-    root = Path(tempfile.mkdtemp(prefix="mldt-dev-user-"))  # pytest's own tmp folders are private to root
+def project_as(built: Built, uid: int):
+    root = Path(tempfile.mkdtemp(prefix=f"mldt-dev-{uid}-"))  # pytest's own tmp folders are private to root
     try:
-        project = UserProject(built, root)
+        project = UserProject(built, root, uid)
         yield project
         project.down()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def user_project(built_project: Callable[[Combo], Built]):
+    yield from project_as(built_project(DEFAULT_COMBO), USER)
+
+
+@pytest.fixture(scope="module")
+def root_project(built_project: Callable[[Combo], Built]):
+    """The same as root: copier's task wrote HOST_UID=0 into .env, and the Makefile passes the caller's uid."""
+    yield from project_as(built_project(DEFAULT_COMBO), 0)
+
+
+def make_notebook_and_dev(project: UserProject) -> None:
+    out = project.make("notebook").stdout
+    base = f"http://127.0.0.1:{project.ports['NOTEBOOK_PORT']}"
+    assert f"JupyterLab: {base}/lab?token={project.token}" in out, out
+    assert http(f"{base}/api/contents?token={project.token}")[0] == 200
+    out = project.make("dev").stdout
+    dev = f"http://127.0.0.1:{project.ports['DEV_PORT']}"
+    assert f"{dev}/docs" in out, out
+    assert http(f"{dev}/health")[0] == 200
 
 
 def test_env_holds_the_users_uid_and_a_token(user_project: UserProject) -> None:
@@ -194,3 +172,27 @@ def test_another_framework_runs_the_notebook_too(built_project: Callable[[Combo]
     assert not [o for o in outputs if o["output_type"] == "error"]
     text = "".join("".join(o.get("text", "")) for o in outputs)
     assert "lightgbm" in text, text  # the notebook prints the framework it trained with
+
+
+def test_make_notebook_and_make_dev_work_as_the_user(user_project: UserProject) -> None:
+    make_notebook_and_dev(user_project)
+
+
+def test_the_notebook_and_the_dev_server_work_as_root_with_plain_compose_and_with_make(root_project: UserProject) -> None:
+    assert "HOST_UID=0\n" in (root_project.dir / ".env").read_text()
+    root_project.compose("--profile", "dev", "up", "-d", "--build", "--wait", "--wait-timeout", "180", "notebook")
+    base = f"http://127.0.0.1:{root_project.ports['NOTEBOOK_PORT']}"
+    assert http(f"{base}/api/contents?token={root_project.token}")[0] == 200
+    assert http(f"{base}/api/contents")[0] in (401, 403)
+    root_project.compose("--profile", "dev", "exec", "-T", "notebook", "python", "-c",
+                         "open('/app/notebooks/scratch.txt', 'w').write('hi')")
+    assert (root_project.dir / "notebooks" / "scratch.txt").stat().st_uid == 0, "files stay the caller's (root's)"
+    root_project.compose("--profile", "dev", "down")
+    make_notebook_and_dev(root_project)
+
+
+def test_jupyter_allows_root_only_when_the_user_is_root(user_project: UserProject) -> None:
+    user_project.compose("--profile", "dev", "up", "-d", "--wait", "--wait-timeout", "180", "notebook")
+    code = "import os, runpy; print(runpy.run_path('/etc/jupyter/jupyter_server_config.py', {'get_config': lambda: __import__('traitlets.config').config.Config()})['c'].ServerApp.allow_root, os.getuid())"
+    assert user_project.compose("--profile", "dev", "exec", "-T", "notebook", "python", "-c", code).stdout.split() == [
+        "False", str(USER)]

@@ -1,0 +1,46 @@
+"""Each thing once per session, even when several threads ask: a cache of per-key results (a lock per key), and an
+optional prefetch that builds what the collected tests will ask for, `jobs - 1` at a time, beside the tests."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Generic, Hashable, Iterable, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Once(Generic[K, V]):
+    def __init__(self, make: Callable[[K], V]):
+        self._make = make
+        self._done: dict[K, V] = {}
+        self._locks: dict[K, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __call__(self, key: K) -> V:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # a failed make leaves nothing cached: the next caller tries again and sees the error
+            if key not in self._done:
+                self._done[key] = self._make(key)
+            return self._done[key]
+
+    def prefetch(self, keys: Iterable[K], workers: int) -> None:
+        """Make `keys` in the background, `workers` at a time, in order; callers wait only for what they need."""
+        if workers < 1 or self._pool is not None:
+            return
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="prefetch")
+        for key in keys:
+            self._pool.submit(self._quiet, key)
+
+    def _quiet(self, key: K) -> None:
+        try:
+            self(key)
+        except BaseException:  # the test that needs it makes it again and reports the failure
+            pass
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
