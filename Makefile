@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 .DEFAULT_GOAL := help
-.PHONY: help sample test test-static check-matrix bench bench-serving dev-lock clean
+.PHONY: help sample test test-static test-engine check-matrix bench bench-serving dev-lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,11 +24,17 @@ sample: $(BIN)/.installed ## render a sample project (default answers, locked) i
 	mkdir -p build
 	cd build && ../$(BIN)/copier copy --trust --defaults --vcs-ref HEAD .. sample
 
-test: $(BIN)/.installed .venv-checkov/.installed ## the whole test suite; the engine tests need Docker (CI: required, elsewhere: skipped)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The static level runs on both cores (pytest-xdist); the engine level in one process, where every chain is built
+# once and shared by the tests that use it.
+STATIC_JOBS ?= 2
+
+test: test-static test-engine ## the whole test suite; the engine tests need Docker (CI: required, elsewhere: skipped)
 
 test-static: $(BIN)/.installed .venv-checkov/.installed ## only the tests that need no Docker engine
-	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not engine" -n $(STATIC_JOBS) $(PYTEST_ARGS)
+
+test-engine: $(BIN)/.installed .venv-checkov/.installed ## only the engine tests (builds, containers, compose)
+	$(BIN)/python -m pytest -m engine $(PYTEST_ARGS)
 
 check-matrix: $(BIN)/.installed ## check includes/matrix.yml against the package index (one line per drift)
 	$(BIN)/python tools/check_matrix.py

@@ -77,9 +77,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     BUILD_LOG.unlink(missing_ok=True)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    """The coverage tables and the time of every build and lock, in every CI log."""
-    for title, lines in (("coverage", coverage_lines()), ("builds and locks", build_lines())):
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The coverage tables (with the static level) and the time of every build and lock (with the engine level), in
+    every CI log."""
+    level = config.getoption("markexpr")
+    sections = []
+    if level != "engine":
+        sections.append(("coverage", coverage_lines()))
+    if level != "not engine":
+        sections.append(("builds and locks", build_lines()))
+    for title, lines in sections:
         terminalreporter.section(title)
         for line in lines:
             terminalreporter.write_line(line)

@@ -7,6 +7,7 @@ directory under /var/tmp (the machine's own apt configuration is never touched),
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -54,7 +55,17 @@ def _apt(*args: str) -> subprocess.CompletedProcess:
 
 
 def install(bin_dir: Path = STATE / "bin") -> Path:
-    """kubectl and kustomize in bin_dir (downloaded once); returns bin_dir."""
+    """kubectl and kustomize in bin_dir (downloaded once); returns bin_dir. Several test processes at once install
+    it once: the first holds a lock on the state folder, the others wait and find the binaries."""
+    if all((bin_dir / name).is_file() for name in PACKAGES):
+        return bin_dir
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install(bin_dir)
+
+
+def _install(bin_dir: Path) -> Path:
     missing = [name for name in PACKAGES if not (bin_dir / name).is_file()]
     if not missing:
         return bin_dir
