@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 .DEFAULT_GOAL := help
-.PHONY: help sample test test-static test-engine check-matrix bench bench-serving dev-lock clean
+.PHONY: help sample test test-static test-engine check-matrix gpu-check gpu-check-pack bench bench-serving dev-lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ test-engine: $(BIN)/.installed .venv-checkov/.installed ## only the engine tests
 
 check-matrix: $(BIN)/.installed ## check includes/matrix.yml against the package index (one line per drift)
 	$(BIN)/python tools/check_matrix.py
+
+gpu-check: $(BIN)/.installed ## the GPU check on this machine (CPU where there is no GPU; tools/gpu_check/)
+	$(BIN)/python tools/gpu_check/prepare.py
+	python3 tools/gpu_check/run.py $(if $(TORCH_WHEEL),--torch-wheel $(TORCH_WHEEL))
+
+gpu-check-pack: $(BIN)/.installed ## render and fetch wheels for the GPU machine (Python 3.12, CUDA 13.0, no network)
+	$(BIN)/python tools/gpu_check/prepare.py --python 3.12 --cuda 13.0 --wheels
 
 bench: $(BIN)/.installed ## build the default render and measure it (figures for BENCHMARKS.md)
 	$(BIN)/python bench/bench.py

@@ -125,6 +125,15 @@ def test_sigterm_stops_within_10s_with_exit_0(server: Container) -> None:
 
 
 @each_built
+def test_sigterm_exits_0_when_the_server_is_not_pid_1(serve_container, combo: Combo) -> None:
+    """Under an init (docker run --init, tini, a shell), SIGTERM's default action would be exit 143: a graceful
+    stop must still be exit 0."""
+    with serve_container(combo, *HARDENED, "--init") as container:
+        run(["docker", "stop", "--time", "10", container.id])
+        assert container.state()["ExitCode"] == 0, container.logs()
+
+
+@each_built
 def test_healthcheck_turns_healthy(serve_container, combo: Combo) -> None:
     with serve_container(combo, *HARDENED, "--health-interval", "1s") as container:
         deadline = time.monotonic() + 60

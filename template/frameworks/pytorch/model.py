@@ -37,6 +37,8 @@ def seed_everything(seed: int) -> None:
 
 def device() -> torch.device:
     if torch.cuda.is_available():
+        log.info("pytorch: running on cuda: %s (torch %s, CUDA %s)", torch.cuda.get_device_name(), torch.__version__,
+                 torch.version.cuda)
         return torch.device("cuda")
     log.info("pytorch: no GPU visible (torch %s), running on the CPU", torch.__version__)
     return torch.device("cpu")
