@@ -30,10 +30,24 @@ def built(built_project: Callable[[Combo], Built], combo: Combo) -> Built:
     return built_project(combo)
 
 
+@pytest.fixture(scope="module")
+def servers(serve_container):
+    """One hardened server per combination, started once and shared by the tests that only send it requests."""
+    running: dict[Combo, Container] = {}
+
+    def _server(combo: Combo) -> Container:
+        if combo not in running:
+            running[combo] = serve_container(combo, *HARDENED)
+        return running[combo]
+
+    yield _server
+    for container in running.values():
+        container.remove()
+
+
 @pytest.fixture()
-def server(serve_container, combo: Combo):
-    with serve_container(combo, *HARDENED) as container:
-        yield container
+def server(servers, combo: Combo) -> Container:
+    return servers(combo)
 
 
 @each_built
@@ -115,12 +129,12 @@ def test_distroless_serve_image_has_no_shell(built: Built, combo: Combo) -> None
 
 
 @each_built
-def test_sigterm_stops_within_10s_with_exit_0(server: Container) -> None:
-    started = time.monotonic()
-    run(["docker", "stop", "--time", "10", server.id])
-    elapsed = time.monotonic() - started
-    state = server.state()
-    assert state["ExitCode"] == 0, server.logs()
+def test_sigterm_stops_within_10s_with_exit_0(serve_container, combo: Combo) -> None:
+    with serve_container(combo, *HARDENED) as server:
+        started = time.monotonic()
+        run(["docker", "stop", "--time", "10", server.id])
+        elapsed = time.monotonic() - started
+        assert server.state()["ExitCode"] == 0, server.logs()
     assert elapsed < 10, f"docker stop took {elapsed:.1f}s: SIGTERM was not handled, Docker had to SIGKILL"
 
 
