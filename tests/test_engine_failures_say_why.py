@@ -1,7 +1,7 @@
 """Promise: a container that dies under a make target leaves its reason on the user's terminal: its last log lines,
-then one line naming the target and what to do, instead of compose's bare "exited (1)" or "unhealthy". (`make dev`
-shares `make notebook`'s macro; its reloading server stays up on a bad setting and answers /ready 503 with the
-reason instead, for the next edit to reload.)"""
+then one line naming the target and what to do, instead of compose's bare "exited (1)" or "unhealthy". `make dev` runs
+the same macro as `make notebook` (its reloader keeps the container up on a bad setting, so compose only gives up
+after the health check's 60 s start period: not repeated here)."""
 
 from __future__ import annotations
 
