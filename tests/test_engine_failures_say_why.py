@@ -33,7 +33,7 @@ def project(built_project: Callable[[Combo], Built]):
 @pytest.mark.parametrize(("target", "setting", "says"), [
     ("serve", "MAX_BATCH_SIZE=0", "configuration error: MAX_BATCH_SIZE="),
     ("train", "TEST_SIZE=2", "configuration error: TEST_SIZE="),
-    ("notebook", "JUPYTER_PORT=not-a-port", "not-a-port"),
+    ("notebook", "JUPYTER_PORT_RETRIES=not-a-number", "not-a-number"),
 ])
 def test_a_container_that_dies_under_make_says_why(project: UserProject, target: str, setting: str,
                                                    says: str) -> None:
@@ -48,4 +48,8 @@ def test_a_container_that_dies_under_make_says_why(project: UserProject, target:
     assert result.returncode != 0, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert any(says in line for line in lines), result.stderr[-3000:]
-    assert lines[-1].startswith(f"make {target}: ") and f"then run make {target} again" in lines[-1], lines[-1]
+    # then our line, and after it only make's own "make: *** [...] Error N"
+    ours = [n for n, line in enumerate(lines) if line.startswith(f"make {target}: ")]
+    assert len(ours) == 1 and f"then run make {target} again" in lines[ours[0]], result.stderr[-3000:]
+    assert all(line.startswith("make: *** ") for line in lines[ours[0] + 1:]), lines[ours[0]:]
+    assert ours[0] > lines.index(next(line for line in lines if says in line)), "the reason comes before what to do"
