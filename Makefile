@@ -24,14 +24,14 @@ sample: $(BIN)/.installed ## render a sample project (default answers, locked) i
 	mkdir -p build
 	cd build && ../$(BIN)/copier copy --trust --defaults --vcs-ref HEAD .. sample
 
-# The static level runs on both cores (pytest-xdist); the engine level in one process, where every chain is built
-# once and shared by the tests that use it.
+# The static level runs on both cores (pytest-xdist; the tests of one render in one process, which renders it once);
+# the engine level in one process, where every chain is built once and shared by the tests that use it.
 STATIC_JOBS ?= 2
 
 test: test-static test-engine ## the whole test suite; the engine tests need Docker (CI: required, elsewhere: skipped)
 
 test-static: $(BIN)/.installed .venv-checkov/.installed ## only the tests that need no Docker engine
-	$(BIN)/python -m pytest -m "not engine" -n $(STATIC_JOBS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not engine" -n $(STATIC_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 test-engine: $(BIN)/.installed .venv-checkov/.installed ## only the engine tests (builds, containers, compose)
 	$(BIN)/python -m pytest -m engine $(PYTEST_ARGS)

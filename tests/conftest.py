@@ -99,11 +99,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Every test marked `engine` gets the engine fixture, so none can run (or silently pass) without one.
     planned: dict[Combo, None] = {}
     for item in items:
+        # with pytest-xdist (--dist loadgroup), the tests of one render run in one process: it renders once
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        renders = [v for v in params.values() if isinstance(v, Combo)] + [
+            v.combo for v in params.values() if isinstance(getattr(v, "combo", None), Combo)]
+        if renders:
+            item.add_marker(pytest.mark.xdist_group(renders[0].id))
         if item.get_closest_marker("engine"):
             if "engine" not in getattr(item, "fixturenames", []):
                 item.fixturenames.insert(0, "engine")
             planned[DEFAULT_COMBO] = None  # what most engine tests use without naming it
-            params = getattr(getattr(item, "callspec", None), "params", {})
             planned.update((v, None) for v in params.values() if v in ENGINE_COMBOS)
     # the engine chains these tests use, in the order they first need them (a prefetch builds them in that order)
     config.stash[PLANNED] = list(planned)
@@ -191,20 +196,21 @@ def bundle_server(tmp_path_factory: pytest.TempPathFactory):
 def serve_container(built_project: Callable[[Combo], Built], request: pytest.FixtureRequest):
     """Run a combination's serve image the way its model source requires:
     baked as is; mounted with models/ mounted read-only; downloaded from a bundle server on 127.0.0.1 (host
-    network), its cache on a tmpfs."""
+    network), its cache on a tmpfs; with log_predictions, the log on a tmpfs (or on `log_volume`)."""
 
-    def _start(combo: Combo, *docker_args: str, wait_ready: bool = True) -> Container:
+    def _start(combo: Combo, *docker_args: str, wait_ready: bool = True, log_volume: str | None = None) -> Container:
         built = built_project(combo)
+        state = built.state_args(log_volume)
         if combo.model_source == "mounted":
-            return Container(built.serve_image, "-v", f"{built.project / 'models'}:/app/models:ro", *docker_args,
-                             wait_ready=wait_ready)
+            return Container(built.serve_image, "-v", f"{built.project / 'models'}:/app/models:ro", *state,
+                             *docker_args, wait_ready=wait_ready)
         if combo.model_source == "downloaded":
             uri, sha = request.getfixturevalue("bundle_server").publish(built)
             uid = MATRIX["base_image"][combo.base_image]["uid"]
             return Container(built.serve_image, "-e", f"MODEL_URI={uri}", "-e", f"MODEL_SHA256={sha}",
-                             "--tmpfs", f"/app/var/cache:uid={uid},gid={uid}", *docker_args, wait_ready=wait_ready,
-                             host_network=True)
-        return Container(built.serve_image, *docker_args, wait_ready=wait_ready)
+                             "--tmpfs", f"/app/var/cache:uid={uid},gid={uid}", *state, *docker_args,
+                             wait_ready=wait_ready, host_network=True)
+        return Container(built.serve_image, *state, *docker_args, wait_ready=wait_ready)
 
     return _start
 

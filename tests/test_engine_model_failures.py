@@ -13,6 +13,7 @@ from typing import Callable
 
 import pytest
 
+from helpers.answers import MATRIX
 from helpers.builds import Built
 from helpers.combos import Combo, ENGINE_COMBOS
 from helpers.containers import Container
@@ -50,14 +51,16 @@ def model_copy(built_project: Callable[[Combo], Built], tmp_path: Path) -> tuple
 
 
 def serve(built: Built, models: Path, *extra: str) -> Container:
-    return Container(built.serve_image, *HARDENED, "-v", f"{models}:/app/models:ro", *extra, wait_ready=False)
+    return Container(built.serve_image, *HARDENED, *built.state_args(), "-v", f"{models}:/app/models:ro", *extra,
+                     wait_ready=False)
 
 
 def test_an_unreadable_model_folder(model_copy: tuple[Built, Path]) -> None:
     built, models = model_copy
-    models.chmod(0o700)  # root's; the server runs as uid 10001
+    models.chmod(0o700)  # root's; the server runs as the image's user
     with serve(built, models) as container:
-        ends_with_one_line(container, "/app/models", "Permission denied", "uid 10001")
+        ends_with_one_line(container, "/app/models", "Permission denied",
+                           f"uid {MATRIX['base_image'][MOUNTED.base_image]['uid']}")
 
 
 def test_an_unreadable_artifact(model_copy: tuple[Built, Path]) -> None:

@@ -38,12 +38,14 @@ def exits_with(container: Container, message: str, timeout: float = 60) -> str:
 def test_mounted_missing_or_empty_model_exits_1_naming_the_path(
     built_project: Callable[[Combo], Built], combo: Combo, tmp_path: Path
 ) -> None:
-    image = built_project(combo).serve_image
-    with Container(image, *HARDENED, wait_ready=False) as container:
+    built = built_project(combo)
+    image = built.serve_image
+    with Container(image, *HARDENED, *built.state_args(), wait_ready=False) as container:
         exits_with(container, "/app/models: no such directory")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with Container(image, *HARDENED, "-v", f"{empty}:/app/models:ro", wait_ready=False) as container:
+    with Container(image, *HARDENED, *built.state_args(), "-v", f"{empty}:/app/models:ro",
+                   wait_ready=False) as container:
         exits_with(container, "/app/models/metadata.json: missing")
 
 
@@ -98,7 +100,7 @@ def test_prediction_log_writes_json_lines(serve_container, built_project: Callab
     image = built_project(combo).serve_image
     volume = f"mldt-log-{uuid.uuid4().hex[:8]}"
     try:
-        with serve_container(combo, *HARDENED, "-v", f"{volume}:/app/var/log") as server:
+        with serve_container(combo, *HARDENED, log_volume=volume) as server:
             for _ in range(3):
                 assert server.http("POST", "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]] * 2})[0] == 200
             run(["docker", "stop", server.id])  # flushes the log on shutdown

@@ -161,8 +161,8 @@ def test_tampered_model_never_becomes_ready_and_exits_1(built: Built, tmp_path: 
     models = built.tampered_models(tmp_path / "models")
     artifact = models / built.metadata["artifact"]
     # every model source can be pointed at a directory: MODEL_URI empty means MODEL_DIR
-    container = Container(built.serve_image, *HARDENED, "-e", "MODEL_URI=", "-v", f"{models}:/app/models:ro",
-                          wait_ready=False)
+    container = Container(built.serve_image, *HARDENED, *built.state_args(), "-e", "MODEL_URI=",
+                          "-v", f"{models}:/app/models:ro", wait_ready=False)
     with container:
         deadline = time.monotonic() + 30
         while container.state()["Status"] != "exited":

@@ -38,17 +38,21 @@ def requirement_names(requirements: list[str]) -> set[str]:
     return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower() for r in requirements}
 
 
-def assert_good_locks(project: Path, python: str, framework: str = "sklearn", tool: str = "pip-tools") -> None:
+def assert_good_locks(project: Path, python: str, framework: str = "sklearn", tool: str = "pip-tools",
+                      runtime: str = "native") -> None:
     train = pins(project / "requirements/train.txt")
     serve = pins(project / "requirements/serve.txt")
     for name in set(train) & set(serve):
         assert train[name] == serve[name], f"{name}: train {train[name]} != serve {serve[name]}"
     assert set(serve) <= set(train), f"serve-only packages: {set(serve) - set(train)}"
-    wanted = MATRIX["framework"][framework]
-    assert requirement_names(wanted["serve"]) | {"fastapi", "uvicorn"} <= set(serve)
-    training_only = {"pytest", "pandas", "pip-tools"} | (requirement_names(wanted["train"]) - requirement_names(wanted["serve"]))
+    spec = MATRIX["framework"][framework]
+    # serve_runtime=onnx serves with ONNX Runtime: the framework and its converter are training's only
+    serving = requirement_names(spec["onnx"]["serve"] if runtime == "onnx" else spec["serve"])
+    training = requirement_names(spec["serve"] + spec["train"] + (spec["onnx"]["train"] if runtime == "onnx" else []))
+    assert serving | {"fastapi", "uvicorn"} <= set(serve)
+    training_only = {"pytest", "pandas", "pip-tools"} | (training - serving)
     assert not training_only & set(serve), f"training/test tools leaked into serve.txt: {training_only & set(serve)}"
-    assert requirement_names(wanted["train"]) | {"pytest"} <= set(train)
+    assert training | {"pytest"} <= set(train)
     cuda = [name for name in train if name.startswith(("nvidia-", "triton")) or "cuda" in name]
     assert not cuda, f"a CPU render locked CUDA packages: {cuda}"
     for name in ("train", "serve"):
@@ -61,7 +65,8 @@ def assert_good_locks(project: Path, python: str, framework: str = "sklearn", to
 @pytest.mark.engine
 @pytest.mark.parametrize("combo", ENGINE_COMBOS, ids=lambda c: c.id)
 def test_copy_locks_inside_the_image(locked_project: Callable[[Combo], Path], combo: Combo) -> None:
-    assert_good_locks(locked_project(combo), combo.python_version, combo.framework, combo.lock_tool)
+    assert_good_locks(locked_project(combo), combo.python_version, combo.framework, combo.lock_tool,
+                      combo.serve_runtime)
 
 
 def path_without_docker(tmp_path: Path) -> str:

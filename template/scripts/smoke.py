@@ -90,7 +90,9 @@ def smoke(image: str, models: Path | None, bundle: Path | None, uid: int) -> str
     name = f"smoke-{uuid.uuid4().hex[:12]}"
     # --pull never: the image under test is the one just built here, never one from a registry
     run = ["run", "-d", "--pull", "never", "--name", name, "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-           "--security-opt", "no-new-privileges:true"]
+           "--security-opt", "no-new-privileges:true",
+           # the prediction log's folder (log_predictions), a volume in compose and Kubernetes
+           "--tmpfs", f"/app/var/log:uid={uid},gid={uid}"]
     volumes = []
     try:
         if models is not None:

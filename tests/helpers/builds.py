@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.answers import MATRIX
 from helpers.combos import Combo
 from helpers.engine import image_tag, run, timed
 
@@ -35,6 +36,16 @@ class Built:
                        ["docker", "build", "--progress=plain", "--target", target, "-t", tag, *args, *extra, "."],
                        cwd=self.project, env={"DOCKER_BUILDKIT": "1"})
         return result.stderr + result.stdout
+
+    def state_args(self, log_volume: str | None = None) -> list[str]:
+        """What a read-only run needs to be writable: the prediction log folder (log_predictions; compose and
+        Kubernetes mount a volume there), on a tmpfs owned by the image's user, or on `log_volume`."""
+        if not self.combo.log_predictions:
+            return []
+        if log_volume:
+            return ["-v", f"{log_volume}:/app/var/log"]
+        uid = MATRIX["base_image"][self.combo.base_image]["uid"]
+        return ["--tmpfs", f"/app/var/log:uid={uid},gid={uid}"]
 
     def tampered_models(self, folder: Path) -> Path:
         """A copy of the trained model folder in `folder`, its artifact cut short (its sha256 no longer matches)."""
