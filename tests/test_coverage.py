@@ -5,6 +5,8 @@ every run's summary (tests/helpers/report.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from helpers.answers import CHOICE_QUESTIONS, choices, refusals
 from helpers.combos import (COMBOS, DEFAULT_COMBO, ENGINE_COMBOS, LOCK_TOOL_TWINS, NOT_BUILDABLE, PAIRWISE_COMBOS,
                             allowed, engine_carriers, unbuildable_values)
@@ -48,5 +50,5 @@ def test_pip_tools_stays_the_default_and_uv_twins_prove_equal_pins() -> None:
     assert DEFAULT_COMBO.lock_tool == "pip-tools" and DEFAULT_COMBO in ENGINE_COMBOS
     for twin in LOCK_TOOL_TWINS:
         assert twin.lock_tool == "uv"
-        assert twin.__class__(**{**twin.__dict__, "lock_tool": "pip-tools"}) in ENGINE_COMBOS
+        assert replace(twin, lock_tool="pip-tools") in ENGINE_COMBOS
     assert {t.framework for t in LOCK_TOOL_TWINS} >= {DEFAULT_COMBO.framework, "pytorch"}
