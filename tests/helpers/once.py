@@ -1,5 +1,5 @@
 """Each thing once per session, even when several threads ask: a cache of per-key results (a lock per key), and an
-optional prefetch that builds what the collected tests will ask for, `jobs - 1` at a time, beside the tests."""
+optional prefetch that builds what the collected tests will ask for, a few at a time, beside the tests."""
 
 from __future__ import annotations
 
