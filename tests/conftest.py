@@ -21,7 +21,7 @@ from helpers.once import Once
 from helpers.engine import BUILD_LOG, SESSION_LABEL, docker_available, engine_required, image_tag, record_time, run, timed
 from helpers.report import build_lines, coverage_lines
 from helpers.render import copier_cli, render
-from helpers.torch_index import TorchIndex, find_torch_wheel
+from helpers.torch_index import TorchIndex, required_torch_wheel
 
 
 # The suite runs commands as a user at a shell does: `make test` must not hand its own level and flags down to the
@@ -119,12 +119,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def torch_index(tmp_path_factory: pytest.TempPathFactory):
     """Serve the local torch CPU wheel at TORCH_INDEX_URL for as long as the session needs it."""
-    wheel = find_torch_wheel()
-    if wheel is None:
-        message = "no torch CPU wheel for this Python in pip's find-links: PyTorch builds need one here"
-        if engine_required():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    wheel = required_torch_wheel("the PyTorch builds")
     index = TorchIndex(tmp_path_factory.mktemp("torch-index"), TORCH_INDEX_PORT, wheel)
     yield TORCH_INDEX_URL
     index.close()

@@ -7,20 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from helpers.answers import REPO
-from helpers.engine import engine_required
-from helpers.torch_index import find_torch_wheel
+from helpers.torch_index import required_torch_wheel
 
 
 def test_the_gpu_check_passes_on_the_cpu_and_says_so(tmp_path: Path) -> None:
-    wheel = find_torch_wheel()
-    if wheel is None:
-        message = "no torch CPU wheel for this Python in pip's find-links: the GPU check's CPU run needs one"
-        if engine_required():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    wheel = required_torch_wheel("the GPU check's CPU run")
     build = tmp_path / "build"
     tools = REPO / "tools" / "gpu_check"
     subprocess.run([sys.executable, str(tools / "prepare.py"), "--build", str(build)], check=True, timeout=300,

@@ -34,6 +34,21 @@ def find_torch_wheel() -> Path | None:
     return None
 
 
+def required_torch_wheel(needed_by: str) -> Path:
+    """find_torch_wheel(), or the test fails (CI) or skips (elsewhere) with one line saying what needs it."""
+    import pytest
+
+    from helpers.engine import engine_required
+
+    wheel = find_torch_wheel()
+    if wheel is None:
+        message = f"no torch CPU wheel for this Python in pip's find-links: {needed_by} needs one here"
+        if engine_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return wheel
+
+
 class TorchIndex:
     def __init__(self, root: Path, port: int, wheel: Path):
         simple = root / "whl" / "cpu" / "torch"
