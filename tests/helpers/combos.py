@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import os
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from helpers.answers import CHOICE_QUESTIONS, DEFAULT_ANSWERS, MATRIX, QUESTIONS, choices, refusals
+from helpers.answers import CHOICE_QUESTIONS, DEFAULT_ANSWERS, MATRIX, QUESTIONS, REPO, choices, refusals
 from helpers.pairs import CONSTRAINED, constrained_rows, covering_rows
 
 # What this machine (and CI) cannot build or run: no python:3.12 or nvidia/cuda image, no GPU, and PyTorch's wheel
@@ -18,9 +19,11 @@ from helpers.pairs import CONSTRAINED, constrained_rows, covering_rows
 # such an answer are checked statically and say `static-only` in their ids. The one exemption list.
 NOT_BUILDABLE: dict[str, set[Any]] = {"python_version": {"3.12"}, "base_image": {"nvidia-cuda"}, "gpu": {True}}
 NOT_BUILDABLE_PYTHONS = {"pytorch": {"3.12", "3.13"}}
-# A local PEP 503 index for the torch wheel (helpers/torch_index.py); the port is fixed for the session so that
-# every render of a PyTorch combination names the same URL.
-TORCH_INDEX_PORT = int(os.environ.get("MLDT_TORCH_INDEX_PORT", "0")) or 20000 + os.getpid() % 20000
+# A local PEP 503 index for the torch wheel (helpers/torch_index.py). Its URL is in the PyTorch renders' requirements
+# and build arguments, so it must not change between runs of one checkout (a new port would miss every cached layer
+# of the PyTorch chain): a port derived from the checkout's path, MLDT_TORCH_INDEX_PORT to choose another.
+TORCH_INDEX_PORT = (int(os.environ.get("MLDT_TORCH_INDEX_PORT", "0"))
+                    or 20000 + int(hashlib.sha256(str(REPO).encode()).hexdigest(), 16) % 20000)
 TORCH_INDEX_URL = f"http://127.0.0.1:{TORCH_INDEX_PORT}/whl"
 # The local index holds torch 2.13.0 only; left open, PyPI's newer (CUDA) torch would win the resolution.
 LOCK_PINS = {"pytorch": ("torch>=2.6", "torch==2.13.0")}
