@@ -13,14 +13,14 @@ from typing import Callable
 
 import pytest
 
+from helpers.answers import MATRIX, REPO
 from helpers.builds import Built, BundleServer, train_into
 from helpers.combos import DEFAULT_COMBO, ENGINE_COMBOS, LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo
 from helpers.containers import Container
-from helpers.answers import MATRIX, REPO
-from helpers.once import Once
 from helpers.engine import BUILD_LOG, SESSION_LABEL, docker_available, engine_required, image_tag, record_time, run, timed
-from helpers.report import build_lines, coverage_lines
+from helpers.once import Once
 from helpers.render import copier_cli, render
+from helpers.report import build_lines, coverage_lines
 from helpers.torch_index import TorchIndex, required_torch_wheel
 
 
@@ -114,7 +114,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[PLANNED] = list(planned)
 
 
-# ---- engine fixtures: one locked, built and trained project per buildable combination, shared by the e2e tests --
+# ---- engine fixtures: one locked, built and trained project per engine chain, shared by the e2e tests -------------
 
 @pytest.fixture(scope="session")
 def torch_index(tmp_path_factory: pytest.TempPathFactory):
