@@ -109,7 +109,6 @@ PAIRWISE_COMBOS = [Combo(**row) for row in covering_rows(start=[
     {q: getattr(DEFAULT_COMBO, q) for q in CHOICE_QUESTIONS}])]
 COMBOS = list(dict.fromkeys([c for c in ALL_COMBOS if allowed(c)] + [c for c in ONNX_COMBOS if allowed(c)]
                             + PAIRWISE_COMBOS))
-STATIC_COMBOS = [c for c in COMBOS if not c.buildable]
 
 
 def _shape(combo: Combo) -> tuple[str, ...]:
