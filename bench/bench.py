@@ -128,7 +128,7 @@ def main() -> None:
         python=combo.python_version, debian=MATRIX["python"][combo.python_version]["debian"])
 
     def code_change() -> None:
-        app_py = next((project / "src").glob("*/app.py"))
+        app_py = next((project / "src").glob("*/serving/app.py"))
         app_py.write_text(app_py.read_text() + f"\n# bench {time.time()}\n")
 
     # cold = no layers and an empty pip cache mount, before each target's first build

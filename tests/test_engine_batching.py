@@ -4,8 +4,10 @@ exit 1 and one log line when its model cannot be loaded, or exit 0 within 10 s o
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
+import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -86,32 +88,55 @@ def test_workers_follow_the_cpu_quota_and_answer_alike(built: Built) -> None:
         assert len(info) == 1 and info[0].endswith(" 1.0"), info
 
 
-def test_sigterm_with_requests_in_flight_exits_0_within_10s(built: Built) -> None:
-    server = Container(built.serve_image, *HARDENED, "-e", "WORKERS=2")
-    statuses: list[int] = []
-    stop = threading.Event()
+def test_sigterm_under_load_drains_what_began_and_refuses_the_rest(built: Built) -> None:
+    """Graceful drain: SIGTERM while 8 clients send large batches. Every request the server began is answered (200,
+    or 503 "shutting down" once the batcher closes), new connections are refused once the listener closes, and the
+    container exits 0 within 10 s. Host network: no docker port proxy turning a refused connection into a reset."""
+    server = Container(built.serve_image, *HARDENED, "-e", "WORKERS=2", host_network=True)
+    batch = {"instances": [ROWS[2]] * 1000}  # large: several model calls each, so requests are in flight at SIGTERM
+    outcomes: list[list[str]] = [[] for _ in range(8)]
 
-    def load() -> None:
-        while not stop.is_set():
+    def load(mine: list[str]) -> None:
+        while True:  # until the server refuses the connection (or resets one it never began)
             try:
-                statuses.append(server.http("POST", "/predict", {"instances": [ROWS[0]] * 50})[0])
-            except OSError:  # the server stopped listening: expected once it shuts down
+                status, answer = server.http("POST", "/predict", batch)
+            except urllib.error.URLError as error:  # while connecting or sending
+                reason = error.reason
+                mine.append("refused" if isinstance(reason, ConnectionRefusedError) else
+                            f"reset {reason!r}" if isinstance(reason, (ConnectionResetError, BrokenPipeError)) else
+                            f"error {reason!r}")
                 return
+            except (ConnectionResetError, http.client.RemoteDisconnected) as error:
+                mine.append(f"reset {type(error).__name__}")
+                return
+            if status == 200 and set(answer["predictions"]) == {2}:
+                mine.append("answered")
+            elif status == 503 and "shutting down" in str(answer):
+                mine.append("503")
+            else:
+                mine.append(f"wrong {status} {answer}")
 
     with server:
-        threads = [threading.Thread(target=load) for _ in range(8)]
+        threads = [threading.Thread(target=load, args=(mine,)) for mine in outcomes]
         for thread in threads:
             thread.start()
-        time.sleep(1)
+        time.sleep(1.5)
         started = time.monotonic()
-        run(["docker", "stop", "--time", "10", server.id])
+        run(["docker", "kill", "--signal", "TERM", server.id])
+        run(["docker", "wait", server.id], timeout=30)
         elapsed = time.monotonic() - started
-        stop.set()
         for thread in threads:
             thread.join(15)
         assert server.state()["ExitCode"] == 0, server.logs()
-    assert elapsed < 10, f"docker stop took {elapsed:.1f}s"
-    assert statuses and set(statuses) <= {200, 503}, sorted(set(statuses))  # answered, or refused while stopping
+    assert elapsed < 10, f"SIGTERM to exit took {elapsed:.1f}s"
+    for mine in outcomes:
+        *before, last = mine
+        assert before and set(before) <= {"answered", "503"}, mine  # all that began were answered
+        # the last attempt met the closed listener: refused, or (the race the issue names) reset before it began
+        assert last == "refused" or last.startswith("reset"), mine
+    lasts = [mine[-1] for mine in outcomes]
+    assert lasts.count("refused") >= 1, f"no connection was refused after the listener closed: {lasts}"
+    print(f"drain: {sum(len(m) - 1 for m in outcomes)} answered, last attempts {sorted(lasts)}")
 
 
 def test_a_model_no_worker_can_load_ends_the_container_with_one_line(built: Built, tmp_path: Path) -> None:

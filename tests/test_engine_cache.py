@@ -34,7 +34,7 @@ def test_code_change_reuses_dependency_layers(built_project: Callable[[Combo], B
     built = built_project(DEFAULT_COMBO)
     project = tmp_path / "project"
     run(["cp", "-a", str(built.project), str(project)])
-    app_py = next((project / "src").glob("*/app.py"))
+    app_py = next((project / "src").glob("*/serving/app.py"))
     app_py.write_text(app_py.read_text() + f"\n# a code-only change {uuid.uuid4()}\n")  # new on every run
     copy = Built(built.combo, project, built.train_image, built.serve_image + "-cache", {})
     log = copy.build("serve")

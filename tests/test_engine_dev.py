@@ -138,10 +138,10 @@ def test_dev_server_reloads_an_edited_source_file(user_project: UserProject) -> 
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["labels"] == ["setosa"]
     container = user_project.compose("--profile", "dev", "ps", "-q", "serve-dev").stdout.strip()
-    app_py = next((user_project.dir / "src").glob("*/app.py"))
-    text = app_py.read_text()
+    health_py = next((user_project.dir / "src").glob("*/serving/routes/health.py"))
+    text = health_py.read_text()
     assert '{"status": "ok"}' in text
-    app_py.write_text(text.replace('{"status": "ok"}', '{"status": "edited"}'))
+    health_py.write_text(text.replace('{"status": "ok"}', '{"status": "edited"}'))
     deadline = time.monotonic() + 15
     body = b""
     while time.monotonic() < deadline:

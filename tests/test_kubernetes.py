@@ -304,14 +304,14 @@ def test_hardening(built, case: Case, target: str) -> None:
 
 
 def server_routes(project: Path) -> set[str]:
-    app_py = next(project.glob("src/*/app.py")).read_text()
-    return set(re.findall(r'@app\.get\("([^"]+)"\)', app_py))
+    routes = "".join(path.read_text() for path in project.glob("src/*/serving/routes/*.py"))
+    return set(re.findall(r'@router\.get\("([^"]+)"\)', routes))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.id}-static-only" for c in CASES])
 def test_probes_and_port(built, k8s_project, case: Case) -> None:
     routes = server_routes(k8s_project(case))
-    assert set(ROUTES.values()) <= routes, f"app.py has {routes}"
+    assert set(ROUTES.values()) <= routes, f"serving/routes/ has {routes}"
     for target in overlays(case):
         objects = built(case, target)
         container = serve_container(objects)

@@ -3,6 +3,7 @@ changing an answer re-renders consistently; a project from every release updates
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.version import Version
 
 from helpers.answers import REPO
 from helpers.engine import run
@@ -144,7 +146,7 @@ def test_changing_an_answer_rerenders_consistently(tmp_path: Path) -> None:
     assert "ARG PYTHON_VERSION=3.11" in dockerfile and "slim-bookworm" in dockerfile
     assert "EXPOSE 9100" in dockerfile and "ENV PORT=9100" in dockerfile
     assert "${SERVE_PORT:-9100}:9100" in (project / "compose.yaml").read_text()
-    assert "Field(9100," in next(project.glob("src/*/config.py")).read_text()
+    assert "SERVE_PORT = 9100" in next(project.glob("src/*/_project.py")).read_text()
     assert 'requires-python = "==3.11.*"' in (project / "pyproject.toml").read_text()
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["serve_port"] == 9100 and answers["python_version"] == "3.11"
@@ -176,19 +178,76 @@ def test_changelog_lists_releases_with_their_commits() -> None:
             assert tagged.stdout.strip() == commits[0], f"tag {version} is not the 'Release {version}' commit"
 
 
-@pytest.mark.parametrize("version", releases())
-def test_project_from_every_release_updates_to_head(version: str, tmp_path: Path) -> None:
-    template = tmp_path / "template"
-    run(["git", "clone", "-q", str(REPO), str(template)])
-    commit = run(["git", "log", "--format=%H", f"--grep=^Release {re.escape(version)}$"], cwd=REPO).stdout.split()[0]
-    git(template, "tag", "-f", version, commit)
-    project = generate(template, tmp_path / "project", version)
-    # HEAD = the working tree under test, committed on top of the history
+def release_commit(version: str) -> str:
+    return run(["git", "log", "--format=%H", f"--grep=^Release {re.escape(version)}$"], cwd=REPO).stdout.split()[0]
+
+
+def released_template(dst: Path) -> Path:
+    """A clone of this repository with every release tagged (Copier runs the migrations between two tags)."""
+    run(["git", "clone", "-q", str(REPO), str(dst)])
+    for version in releases():
+        git(dst, "tag", "-f", version, release_commit(version))
+    return dst
+
+
+def head_is_working_tree(template: Path) -> None:
+    """HEAD = the working tree under test, committed on top of the history."""
     git(template, "rm", "-rq", ".")
     copy_working_tree(template)
     git(template, "add", "-A")
     git(template, "commit", "-q", "--allow-empty", "-m", "working tree under test")
+
+
+@pytest.mark.parametrize("version", releases())
+def test_project_from_every_release_updates_to_head(version: str, tmp_path: Path) -> None:
+    template = released_template(tmp_path / "template")
+    project = generate(template, tmp_path / "project", version)
+    head_is_working_tree(template)
     result = update(project, "--vcs-ref", "HEAD")
     assert result.returncode == 0, result.stderr[-3000:]
     no_conflicts(project)
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] != version
+
+
+def test_migration_knows_what_each_release_shipped() -> None:
+    """hooks/migrations.py tells a user's file from the shipped one by hash: its table must be the releases' files."""
+    sys.path.insert(0, str(REPO / "hooks"))
+    try:
+        import migrations
+    finally:
+        sys.path.pop(0)
+    for old, shipped in migrations.SHIPPED_0_3_0.items():
+        hashes = set()
+        for version in releases():
+            if Version(version) >= Version("0.3.0"):
+                continue
+            for name in (old, f"{old}.jinja"):
+                found = run(["git", "show", f"{release_commit(version)}:template/src/{{{{package_name}}}}/{name}"],
+                            cwd=REPO, check=False)
+                if found.returncode == 0:
+                    hashes.add(hashlib.sha256(found.stdout.encode()).hexdigest())
+        assert hashes and hashes == shipped, f"{old}: the releases shipped {hashes}, the migration knows {shipped}"
+
+
+def test_serving_package_move_keeps_the_files_a_user_changed(tmp_path: Path) -> None:
+    """0.3.0 moved the serving modules under serving/: unchanged ones move, changed ones stay with one line each."""
+    template = released_template(tmp_path / "template")
+    project = generate(template, tmp_path / "project", "0.2.0")
+    package = project / "src/iris_classifier"
+    edit(package / "app.py", '{"status": "ok"}', '{"status": "fine"}')
+    (package / "batching.py").write_text((package / "batching.py").read_text() + "# user: tuned\n")
+    git(project, "commit", "-qam", "user edits")
+    head_is_working_tree(template)
+    result = update(project, "--vcs-ref", "HEAD")
+    assert result.returncode == 0, result.stderr[-3000:]
+    no_conflicts(project)
+    assert '{"status": "fine"}' in (package / "app.py").read_text()
+    assert (package / "batching.py").read_text().endswith("# user: tuned\n")
+    for moved in ("limits.py", "metrics.py", "oip.py", "predlog.py", "source.py", "workers.py"):
+        assert not (package / moved).exists(), f"{moved}: unchanged, it should have moved"
+    for new in ("serving/app.py", "serving/batching.py", "serving/routes/oip.py", "serving/routes/health.py"):
+        assert (package / new).is_file(), new
+    said = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("copier update: kept")]
+    assert len(said) == 2, said
+    assert any("src/iris_classifier/app.py" in line and "serving/app.py" in line for line in said), said
+    assert not (project / ".copier-migration").exists()

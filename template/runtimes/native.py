@@ -1,7 +1,7 @@
 """How the server runs the model (serve_runtime=native): through the framework itself, by calling model.py.
 
-app.py and train.py reach the model only through this module, so another runtime (ONNX Runtime) is one file;
-app.py never imports model.py itself (the ONNX serve image has no training framework):
+The server (serving/) and train.py reach the model only through this module, so another runtime (ONNX Runtime) is
+one file; the server never imports model.py itself (the ONNX serve image has no training framework):
     NAME, FRAMEWORK                the runtime (metadata.json "serve_runtime") and the training framework
     ARTIFACT                       file name of the served artifact inside the model directory
     save(fitted, path, sample)     write the artifact (sample: training rows, for runtimes that check parity)

@@ -1,4 +1,4 @@
-"""The model: the one module to rewrite for your own model; train.py and app.py call only what is here.
+"""The model: the one module to rewrite for your own model; train.py and the server call only what is here.
 
 LightGBM, gradient-boosted trees through the native Booster API (serving needs neither scikit-learn nor pickle).
 Format: LightGBM's own text model (`Booster.model_to_string`), never executed on load. LightGBM needs the OpenMP

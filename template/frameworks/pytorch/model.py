@@ -1,4 +1,4 @@
-"""The model: the one module to rewrite for your own model; train.py and app.py call only what is here.
+"""The model: the one module to rewrite for your own model; train.py and the server call only what is here.
 
 PyTorch, a small multi-layer perceptron. Format: the weights as safetensors (`model.safetensors`): tensors only, so
 loading never runs code (unlike a pickle), and the bytes are the same for the same weights (torch.save embeds a

@@ -1,6 +1,6 @@
-"""The model: the one module to rewrite for your own model; train.py and app.py call only what is here.
+"""The model: the one module to rewrite for your own model; train.py and the server call only what is here.
 
-scikit-learn, a RandomForestClassifier. Format: joblib (a pickle). Unpickling runs code, so app.py loads the
+scikit-learn, a RandomForestClassifier. Format: joblib (a pickle). Unpickling runs code, so artifacts.py loads the
 artifact only after its sha256 matches metadata.json, and refuses a model made by another scikit-learn version.
 """
 

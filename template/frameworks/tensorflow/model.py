@@ -1,4 +1,4 @@
-"""The model: the one module to rewrite for your own model; train.py and app.py call only what is here.
+"""The model: the one module to rewrite for your own model; train.py and the server call only what is here.
 
 TensorFlow / Keras 3, a small dense network. Format: the native `.keras` archive (architecture, weights and
 preprocessing in one zip), loaded with `safe_mode=True`, which refuses arbitrary code such as lambda layers.

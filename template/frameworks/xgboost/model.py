@@ -1,4 +1,4 @@
-"""The model: the one module to rewrite for your own model; train.py and app.py call only what is here.
+"""The model: the one module to rewrite for your own model; train.py and the server call only what is here.
 
 XGBoost, gradient-boosted trees through the native Booster API (serving needs neither scikit-learn nor pickle).
 Format: XGBoost's own JSON model (`Booster.save_model`), readable by any XGBoost of the same major version and

@@ -1,15 +1,20 @@
-"""The train -> serve contract: a model directory holds the artifact and metadata.json describing it."""
+"""The train -> serve contract: a model directory holds the artifact and metadata.json describing it. Training
+writes both (write_metadata); serving loads the artifact only after verifying it against them (load_model)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 METADATA = "metadata.json"
+
+log = logging.getLogger(__name__)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -40,7 +45,8 @@ def write_metadata(model_dir: Path, metadata: dict[str, Any]) -> None:
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / METADATA).read_text())
+    metadata: dict[str, Any] = json.loads((model_dir / METADATA).read_text())
+    return metadata
 
 
 class ArtifactRefused(Exception):
@@ -63,3 +69,60 @@ def check_writable(directory: Path) -> None:
             f"{directory} is not writable by uid {uid} ({error.strerror}): set HOST_UID/HOST_GID in .env to the "
             f"owner of the host folder (`make env` writes yours), or make it writable by {uid}:{gid}"
         ) from None
+
+
+class ModelError(Exception):
+    """The model cannot be served; the message names the path and the problem."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    metadata: dict[str, Any]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.metadata["feature_names"])
+
+
+def load_model(model_dir: Path, *, allow_version_mismatch: bool = False) -> LoadedModel:
+    """Load the model only after checking it against its metadata.json (hash first: unpickling runs code)."""
+    from . import runtime  # here, not at the top: runtime.py imports this module
+
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: no such directory (mount the model there, or set MODEL_DIR)")
+    if not (model_dir / METADATA).is_file():
+        raise ModelError(f"{model_dir / METADATA}: missing (train a model first: make train)")
+    try:
+        metadata = read_metadata(model_dir)
+        artifact = model_dir / metadata["artifact"]
+        expected = metadata["sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"{model_dir / METADATA}: unreadable or incomplete ({error!r})") from None
+    if not artifact.is_file():
+        raise ModelError(f"{artifact}: missing (metadata.json names it)")
+    actual = sha256_of(artifact)
+    if actual != expected:
+        raise ModelError(f"{artifact}: sha256 {actual} does not match metadata.json ({expected})")
+    if metadata.get("serve_runtime", "native") != runtime.NAME:
+        raise ModelError(
+            f"{artifact}: made for serve_runtime {metadata.get('serve_runtime')}, this server runs {runtime.NAME}"
+        )
+    if metadata.get("framework") != runtime.FRAMEWORK:
+        raise ModelError(f"{artifact}: trained with {metadata.get('framework')}, this server runs {runtime.FRAMEWORK}")
+    for key, have in runtime.metadata().items():
+        recorded = metadata.get(key)
+        if recorded == have:
+            continue
+        message = (
+            f"{artifact}: trained with {key} {recorded}, this image has {have} "
+            "(rebuild both images from the same locks)"
+        )
+        if not allow_version_mismatch:
+            raise ModelError(message + "; set ALLOW_VERSION_MISMATCH=true to serve it anyway")
+        log.warning("%s; serving anyway because ALLOW_VERSION_MISMATCH=true", message)
+    try:
+        loaded = runtime.load(artifact)
+    except Exception as error:  # noqa: BLE001 (any loader failure is a bad artifact)
+        raise ModelError(f"{artifact}: cannot be loaded ({type(error).__name__}: {error})") from None
+    return LoadedModel(loaded, metadata)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
-from ._cpu import limit_threads, threads_per_worker
+from .._cpu import limit_threads, threads_per_worker
 
 log = logging.getLogger(__name__)
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -44,14 +44,14 @@ class Peers:
             self.loaded.value += 1
 
     def all_loaded(self) -> bool:
-        return self.loaded.value >= self.count
+        return bool(self.loaded.value >= self.count)
 
     def first_failure(self) -> bool:
         """True for the first worker to fail, which logs the reason; the others stay quiet."""
         with self.failed.get_lock():
             first = self.failed.value == 0
             self.failed.value = 1
-        return first
+        return bool(first)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -87,6 +87,9 @@ def supervise(target: Callable[[Any, socket.socket, Peers], None], settings: Any
                  for n in range(workers)]
     for process in processes:
         process.start()
+    # The workers have their own copies now. Closing this one means that once they close theirs (SIGTERM), new
+    # connections are refused at once instead of waiting in a backlog that nobody accepts from.
+    sock.close()
     log.info("%d workers on %s:%s (WORKERS)", workers, host, port)
     code = 0
     while not stopping:
@@ -106,7 +109,6 @@ def supervise(target: Callable[[Any, socket.socket, Peers], None], settings: Any
         if process.exitcode is None:
             process.kill()
             process.join()
-    sock.close()
     if metrics_dir is not None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return code

@@ -10,11 +10,12 @@ from typing import Literal, TypeVar
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import _project
 from ._cpu import available_cpus
 
 # At most this many server processes by default; with a GPU one process owns it (each would hold its own CUDA context
 # and copy of the model in GPU memory, and contend for the device)
-DEFAULT_MAX_WORKERS = {{ 1 if gpu else 4 }}
+DEFAULT_MAX_WORKERS = 1 if _project.GPU else 4
 
 
 class Settings(BaseSettings):
@@ -35,8 +36,8 @@ class TrainSettings(Settings):
 
 class ServeSettings(Settings):
     host: str = "0.0.0.0"
-    port: int = Field({{ serve_port }}, ge=1, le=65535)
-    model_name: str = Field("{{ image_name }}", min_length=1)  # the model's name in the V2 protocol's URLs
+    port: int = Field(_project.SERVE_PORT, ge=1, le=65535)
+    model_name: str = Field(_project.MODEL_NAME, min_length=1)  # the model's name in the V2 protocol's URLs
     max_batch_size: int = Field(1024, ge=1, le=100_000)
     # Micro-batching (batching.py): concurrent requests share one model call of at most MAX_BATCH_ROWS rows; while
     # traffic flows, a call waits up to BATCH_WAIT_MS for more (a lone request never waits). BATCHING=false: off.
@@ -58,7 +59,7 @@ class ServeSettings(Settings):
     download_timeout: float = Field(30, gt=0)
     download_retries: int = Field(3, ge=0, le=10)
     # One JSON line per prediction, appended to a size-rotated file
-    log_predictions: bool = {{ log_predictions }}
+    log_predictions: bool = _project.LOG_PREDICTIONS
     prediction_log: Path = Path("var/log/predictions.jsonl")
     prediction_log_max_bytes: int = Field(10_000_000, ge=1000)
 

@@ -37,13 +37,15 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
 
 class _Listener(logging.handlers.QueueListener):
     def enqueue_sentinel(self) -> None:
-        self.queue.put(self._sentinel)  # blocking: the stdlib's put_nowait raises queue.Full on a full queue
+        # blocking: the stdlib's put_nowait raises queue.Full on a full queue
+        self.queue.put(self._sentinel)  # type: ignore[attr-defined]
 
 
 class _JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         time = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
-        return json.dumps({"time": time.replace("+00:00", "Z"), **record.msg}, default=_plain)
+        line: dict[str, Any] = record.msg  # type: ignore[assignment]  # PredictionLog.record logs a dict
+        return json.dumps({"time": time.replace("+00:00", "Z"), **line}, default=_plain)
 
 
 def _plain(value: Any) -> Any:
@@ -77,7 +79,9 @@ class PredictionLog:
         self._closed = False
         self._listener.start()
 
-    def record(self, *, n_rows: int, n_features: int, predictions: list, latency_ms: float, model_sha256: str) -> None:
+    def record(
+        self, *, n_rows: int, n_features: int, predictions: list[Any], latency_ms: float, model_sha256: str
+    ) -> None:
         """Never blocks: enqueue one JSON line; if the queue is full the record is dropped and counted."""
         if self._closed:
             return

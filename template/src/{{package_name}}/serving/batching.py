@@ -41,7 +41,7 @@ class BatcherClosed(RuntimeError):
 class _Pending:
     rows: np.ndarray
     probabilities: bool
-    future: asyncio.Future
+    future: asyncio.Future[Result]
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -57,8 +57,8 @@ class Batcher:
         self.enabled = enabled
         self.metrics = metrics
         self._queue: deque[_Pending] = deque()
-        self._arrived: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._arrived = asyncio.Event()  # bound to the serving loop on first use
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_end = 0.0  # perf_counter when the last model call ended
         self._last_requests = 0  # how many requests it served
@@ -73,12 +73,12 @@ class Batcher:
         if not self.enabled:  # BATCHING=false: one model call per request, still off the event loop
             return await loop.run_in_executor(self._executor, self.call, rows, probabilities)
         if self._task is None:  # started on first use, in the loop that serves the requests
-            self._arrived = asyncio.Event()
             self._task = loop.create_task(self._run(), name="batcher")
         pending = _Pending(rows, probabilities, loop.create_future())
         self._queue.append(pending)
         self._arrived.set()
-        return await pending.future
+        result: Result = await pending.future
+        return result
 
     async def close(self, timeout: float = 5.0) -> None:
         """Refuse new requests, finish the queued ones (or cancel them after timeout), stop the model thread."""
@@ -189,7 +189,7 @@ class Batcher:
             start = end
 
 
-def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+def _settle(future: asyncio.Future[Result], result: Any = None, error: BaseException | None = None) -> None:
     if future.done():  # cancelled: the client went away
         return
     if error is not None:

@@ -1,4 +1,5 @@
-"""{{ project_name }}: {{ description }}"""
+"""The project's package. Yours to edit: model.py, train.py, config.py. The train -> serve contract: artifacts.py.
+The model server's plumbing, maintained by the template (`copier update`): serving/."""
 
 from ._cpu import limit_threads
 

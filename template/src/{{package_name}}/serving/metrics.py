@@ -1,4 +1,4 @@
-"""Prometheus metrics at GET /metrics, with the maintained client library and the usual names.
+"""Prometheus metrics, with the maintained client library and the usual names (GET /metrics: routes/metrics.py).
 
 http_requests_total{method,route,status}          requests answered, by route template (not raw path)
 http_request_duration_seconds{method,route}       latency histogram
@@ -19,11 +19,10 @@ import os
 import time
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 NOT_COUNTED = {"/metrics", "/health", "/ready", "/v2/health/live", "/v2/health/ready"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,7 +30,7 @@ WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 
-def route_template(app: FastAPI, scope: dict) -> str:
+def route_template(app: Any, scope: Scope) -> str:
     """The matched route's template (/v2/models/{model_name}/infer), never the raw path (unbounded label values)."""
     route = scope.get("route")  # set by the router while it handled the request
     if route is None:
@@ -76,40 +75,38 @@ class Metrics:
     def observe_batch_requests(self, requests: int) -> None:
         self.batch_requests.observe(requests)
 
-    def install(self, app: FastAPI) -> None:
-        """Count requests by route template, and serve /metrics."""
-        metrics = self
+    def scrape(self) -> bytes:
+        """The exposition text: this process's values, or every worker's (PROMETHEUS_MULTIPROC_DIR, workers.py)."""
+        registry = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
-        class Instrument:
-            def __init__(self, inner: Any) -> None:
-                self.inner = inner
 
-            async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-                if scope["type"] != "http" or scope["path"] in NOT_COUNTED:
-                    await self.inner(scope, receive, send)
-                    return
-                status = 500
-                started = time.perf_counter()
+class Instrument:
+    """ASGI middleware: count requests and their latency by route template."""
 
-                async def send_status(message: dict) -> None:
-                    nonlocal status
-                    if message["type"] == "http.response.start":
-                        status = message["status"]
-                    await send(message)
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
 
-                try:
-                    await self.inner(scope, receive, send_status)
-                finally:
-                    route = route_template(app, scope)
-                    metrics.requests.labels(scope["method"], route, str(status)).inc()
-                    metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in NOT_COUNTED:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
 
-        app.add_middleware(Instrument)
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
 
-        @app.get("/metrics", include_in_schema=False)
-        def scrape() -> Response:
-            registry = self.registry
-            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker's values, whichever worker answers
-                registry = CollectorRegistry()
-                MultiProcessCollector(registry)
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = route_template(scope["app"], scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)

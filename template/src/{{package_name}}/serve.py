@@ -1,6 +1,6 @@
-"""The model server: `python -m {{ package_name }}.serve` (the app and its routes: app.py).
+"""The model server: `python -m <package>.serve` (the app and its routes: serving/app.py, serving/routes/).
 
-WORKERS processes serve one port (workers.py): one per CPU of the container's quota by default; any worker that
+WORKERS processes serve one port (serving/workers.py): one per CPU of the container's quota by default; any worker that
 cannot load the model ends the whole server with exit code 1. This module stays light (no numpy, no model stack):
 with several workers each imports the app in its own process, in parallel, and the supervisor never does.
 """
@@ -12,16 +12,16 @@ import signal
 import socket
 
 from .config import ServeSettings, load_settings, setup_logging
-from .workers import Peers, supervise
+from .serving.workers import Peers, supervise
 
-log = logging.getLogger("{{ package_name }}.serve")  # not __main__ (or __mp_main__ in a worker)
+log = logging.getLogger(f"{__package__}.serve")  # not __main__ (or __mp_main__ in a worker)
 
 
 def serve(settings: ServeSettings, sock: socket.socket | None = None, peers: Peers | None = None) -> int:
     """Run one server process until SIGTERM (0) or a model that cannot be served (1)."""
     import uvicorn
 
-    from .app import create_app
+    from .serving.app import create_app
 
     def stop() -> None:  # a model that cannot be served ends the process with exit code 1
         server.should_exit = True

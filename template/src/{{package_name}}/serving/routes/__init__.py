@@ -1,0 +1,1 @@
+"""One APIRouter per concern; serving/app.py includes them all."""

@@ -1,0 +1,131 @@
+"""ServingState: what the routes share (settings, the loaded model, the batcher, metrics, prediction log, peer
+workers), created once per process by create_app and handed to each route by the `State` dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Callable
+
+import numpy as np
+from fastapi import Depends, Request
+
+from .. import runtime
+from ..artifacts import LoadedModel, ModelError, load_model
+from ..config import ServeSettings
+from .batching import Batcher
+from .limits import default_max_body_bytes
+from .metrics import Metrics
+from .predlog import PredictionLog
+from .source import SourceError, fetch_bundle, read_token
+from .workers import Peers
+
+log = logging.getLogger(__name__)
+
+
+def locate_and_load(settings: ServeSettings) -> LoadedModel:
+    """MODEL_DIR, or the verified, cached download of MODEL_URI when it is set, loaded and verified."""
+    where = settings.model_uri or settings.model_dir
+    try:
+        model_dir = settings.model_dir
+        if settings.model_uri:
+            model_dir = fetch_bundle(
+                settings.model_uri,
+                settings.model_sha256,
+                settings.model_cache_dir,
+                allow_unverified=settings.allow_unverified_model,
+                token=read_token(os.environ),
+                timeout=settings.download_timeout,
+                retries=settings.download_retries,
+            )
+        return load_model(model_dir, allow_version_mismatch=settings.allow_version_mismatch)
+    except (ModelError, SourceError):
+        raise
+    except OSError as error:  # unreadable folder or file: say which, as whom
+        path = error.filename or where
+        raise ModelError(
+            f"{path}: {error.strerror or error} (the server runs as uid {os.getuid()}: make the model readable by it)"
+        ) from None
+    except Exception as error:  # noqa: BLE001 (whatever the model code raises, the server cannot serve)
+        raise ModelError(f"{where}: {type(error).__name__}: {error}") from None
+
+
+@dataclass(eq=False)
+class ServingState:
+    settings: ServeSettings
+    peers: Peers | None = None  # the other worker processes, when there are several
+    on_fatal: Callable[[], None] | None = None  # called when the model cannot be served: the process must end
+    model: LoadedModel | None = None  # set once loaded and verified
+    load_error: str | None = None  # why it was not
+    metrics: Metrics = field(default_factory=Metrics)
+    predictions: PredictionLog | None = field(init=False)
+    batcher: Batcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.predictions = None
+        if settings.log_predictions:  # OSError here (unwritable folder) stops the start with the path in the message
+            self.predictions = PredictionLog(settings.prediction_log, max_bytes=settings.prediction_log_max_bytes)
+        self.batcher = Batcher(self.infer, max_rows=settings.max_batch_rows, wait_s=settings.batch_wait_ms / 1000,
+                               enabled=settings.batching, metrics=self.metrics)
+
+    def serving(self) -> LoadedModel | None:
+        """The model, once loaded here and (with several workers) in every worker: one answer whichever answers."""
+        if self.model is None or (self.peers is not None and not self.peers.all_loaded()):
+            return None
+        return self.model
+
+    def max_body_bytes(self) -> int:
+        if self.settings.max_body_bytes:
+            return self.settings.max_body_bytes
+        n_features = self.model.n_features if self.model is not None else 1000
+        return default_max_body_bytes(self.settings.max_batch_size, n_features)
+
+    def infer(self, rows: np.ndarray, probabilities: bool) -> tuple[list[int], np.ndarray | None]:
+        """The model call behind /predict and /v2 infer (in the batcher's thread): class indices, and
+        probabilities when asked for."""
+        assert self.model is not None, "the routes call the model only once it is loaded"
+        started = time.perf_counter()
+        proba: np.ndarray | None = None
+        if probabilities:
+            proba = np.asarray(runtime.predict_proba(self.model.model, rows), dtype=np.float64)
+            indices = proba.argmax(axis=1)
+        else:
+            indices = runtime.predict(self.model.model, rows)
+        self.metrics.observe_inference(len(rows), time.perf_counter() - started)
+        return [int(i) for i in indices], proba
+
+    async def load(self) -> None:
+        """Locate, verify and load the model off the event loop; a failure is logged once and ends the process."""
+        started = time.perf_counter()
+        try:
+            self.model = await asyncio.to_thread(locate_and_load, self.settings)
+        except Exception as error:  # noqa: BLE001 (any failure: a server that can never be ready must exit)
+            message = str(error) if isinstance(error, (ModelError, SourceError)) else f"{type(error).__name__}: {error}"
+            self.load_error = message
+            if self.peers is None or self.peers.first_failure():  # one line, however many workers fail alike
+                log.error("model not loaded: %s", message.replace("\n", " "))
+            if self.on_fatal is not None:
+                self.on_fatal()
+            return
+        if self.peers is not None:
+            self.peers.mark_loaded()
+        meta = self.model.metadata
+        self.metrics.model_loaded(meta, time.perf_counter() - started)
+        log.info("model ready: %s %s, sha256 %s", meta["framework"], meta["framework_version"], meta["sha256"][:12])
+
+    async def close(self) -> None:
+        await self.batcher.close()  # uvicorn has let in-flight requests finish; anything left is cancelled
+        if self.predictions is not None:
+            self.predictions.close()
+
+
+async def get_state(request: Request) -> ServingState:  # async: resolved on the event loop, no thread hop
+    state: ServingState = request.app.state.serving
+    return state
+
+
+State = Annotated[ServingState, Depends(get_state)]
