@@ -74,8 +74,8 @@ def test_ci_answer_renders_its_platform_files_only(project: Callable[..., Path],
         assert (root / name).is_file() == (name in wanted), name
     # the checks are make targets and pre-commit hooks in every project, with or without a pipeline
     assert (root / "make/checks.mk").is_file() and (root / ".pre-commit-config.yaml").is_file()
-    readme = (root / "README.md").read_text()
-    assert ("## CI" in readme) == (ci != "none")
+    assert (root / "docs/ci.md").is_file() == (ci != "none")
+    assert ("(docs/ci.md)" in (root / "README.md").read_text()) == (ci != "none")
 
 
 @pytest.mark.parametrize("model_source", choices("model_source"))

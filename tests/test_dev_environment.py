@@ -91,7 +91,9 @@ def test_without_dev_environment_nothing_of_it_renders(without_dev: Path) -> Non
     services = compose_config(without_dev)["services"]
     assert not {"notebook", "serve-dev"} & set(services)
     assert "JUPYTER_TOKEN" not in (without_dev / ".env.example").read_text()
-    assert "make notebook" not in (without_dev / "README.md").read_text()
+    assert not (without_dev / "docs/development.md").exists()
+    for page in [without_dev / "README.md", *(without_dev / "docs").glob("*.md")]:
+        assert "make notebook" not in page.read_text(), page.name
 
 
 def test_starter_notebook_is_small_valid_and_has_no_outputs(render_combo: RenderCombo) -> None:
@@ -142,7 +144,9 @@ def test_make_targets_and_readme(render_combo: RenderCombo) -> None:
     for target in ("notebook", "dev", "down", "env"):
         assert re.search(rf"^\s+{target}\s", targets, flags=re.MULTILINE), targets
     readme = (project / "README.md").read_text()
-    assert "make notebook" in readme and "make dev" in readme and ".devcontainer" in readme
+    assert "`make notebook`" in readme and "`make dev`" in readme and "(docs/development.md)" in readme
+    page = (project / "docs/development.md").read_text()
+    assert "make notebook" in page and "make dev" in page and ".devcontainer" in page
 
 
 def test_precommit_strips_notebook_outputs(render_combo: RenderCombo, tmp_path: Path, without_dev: Path) -> None:

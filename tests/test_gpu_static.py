@@ -68,9 +68,10 @@ def test_gpu_render_static_only_images_wheels_and_env(render_combo: RenderCombo,
         assert package in serve_in and "xgboost-cpu" not in serve_in, serve_in
     if combo.framework == "tensorflow":
         assert "tensorflow[and-cuda]" in serve_in and "tensorflow-cpu" not in serve_in
-    readme = (project / "README.md").read_text()
+    page = (project / "docs/gpu.md").read_text()
     driver = cuda["driver"] if combo.base_image == "nvidia-cuda" else cuda["driver_pip"]
-    assert driver in readme and "NVIDIA Container Toolkit" in readme
+    assert driver in page and "NVIDIA Container Toolkit" in page
+    assert "(docs/gpu.md)" in (project / "README.md").read_text()
     assert default_max_workers(project) == 1  # one process owns the GPU: no CUDA context and model copy per CPU
 
 
@@ -86,6 +87,7 @@ def test_cpu_render_never_asks_for_cuda(render_combo: RenderCombo, combo: Combo)
         assert f"{combo.answers['torch_index_url']}/cpu" in requirements
     assert "NVIDIA" not in (project / "Dockerfile").read_text()
     assert "nvidia" not in (project / "compose.yaml").read_text()
+    assert not (project / "docs/gpu.md").exists() and "docs/gpu.md" not in (project / "README.md").read_text()
     assert default_max_workers(project) == 4
 
 

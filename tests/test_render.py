@@ -184,9 +184,12 @@ def test_requirements_split_serve_from_train(render_combo: RenderCombo, combo: C
         assert requirement in serve.splitlines()
 
 
-def test_generated_readme_explains_the_chosen_model_source(render_combo: RenderCombo, combo: Combo) -> None:
-    readme = (render_combo(combo) / "README.md").read_text()
-    assert f"## Rolling out a model ({combo.model_source})" in readme
+def test_generated_docs_explain_the_chosen_model_source(render_combo: RenderCombo, combo: Combo) -> None:
+    project = render_combo(combo)
+    page = (project / "docs/model-sources.md").read_text()
+    assert page.startswith(f"# Rolling out a model ({combo.model_source})\n")
     needed = {"baked": "make train", "mounted": "/app/models:ro", "downloaded": "make publish"}[combo.model_source]
-    assert needed in readme
-    assert not re.search(r"\S## ", readme), "a heading glued to the previous line"
+    assert needed in page
+    assert "(docs/model-sources.md)" in (project / "README.md").read_text()
+    for name in ("README.md", "docs/model-sources.md"):  # tests/test_docs.py checks every page of the pairwise set
+        assert not re.search(r"\S## ", (project / name).read_text()), f"{name}: a heading glued to the previous line"
