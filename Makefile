@@ -52,7 +52,7 @@ gpu-check-pack: $(BIN)/.installed ## render and fetch wheels for the GPU machine
 bench: $(BIN)/.installed ## build the default render and measure it (figures for BENCHMARKS.md)
 	$(BIN)/python bench/bench.py
 
-bench-serving: $(BIN)/.installed ## the generated server next to seed 002's lesson app under wrk (BENCH_ARGS="--duration 15")
+bench-serving: $(BIN)/.installed ## the generated server beside the floor (FastAPI, no model) and seed 002's app under wrk (BENCH_ARGS="--runs 3")
 	$(BIN)/python bench/serving.py $(BENCH_ARGS)
 
 dev-lock: $(BIN)/.installed ## re-lock requirements-dev.txt and requirements-checkov.txt

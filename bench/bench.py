@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from template import DEFAULT_COMBO, MATRIX, REPO, copier_cli, run
+from helpers.answers import MATRIX, REPO
+from helpers.combos import DEFAULT_COMBO
+from helpers.engine import run
+from helpers.render import copier_cli
 
 MB = 1_000_000
 BODY = json.dumps({"features": [5.1, 3.5, 1.4, 0.2]}).encode()

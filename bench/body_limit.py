@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from template import DEFAULT_COMBO, Container, image_tag, run
+from helpers.combos import DEFAULT_COMBO
+from helpers.containers import Container
+from helpers.engine import image_tag, run
 
 MB = 1_000_000
 ROW = b"[5.1, 3.5, 1.4, 0.2]"

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from template import BUILT_COMBOS, MATRIX, image_tag, run
+from helpers.answers import MATRIX
+from helpers.combos import ENGINE_COMBOS
+from helpers.engine import image_tag, run
 
 MB = 1_000_000
 
@@ -29,7 +31,7 @@ def layers(image: str) -> list[int]:
 def main() -> None:
     print("| combination | serve MB over base | serve largest layer MB | serve budget MB | train MB over base |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for combo in BUILT_COMBOS:
+    for combo in ENGINE_COMBOS:
         base, builder = combo.image("runtime"), combo.image("builder")
         serve, train = image_tag(combo, "serve"), image_tag(combo, "train")
         if run(["docker", "image", "inspect", serve], check=False).returncode != 0:

@@ -25,15 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from torch_index import TorchIndex, find_torch_wheel
-
-from template import (
-    DEFAULT_ANSWERS,
-    LOCK_PINS,
-    TORCH_INDEX_PORT,
-    TORCH_INDEX_URL,
-    render,
-)
+from helpers.answers import DEFAULT_ANSWERS
+from helpers.combos import LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL
+from helpers.render import render
+from helpers.torch_index import TorchIndex, find_torch_wheel
 
 CASES = {
     "default (sklearn, 3.13)": {**DEFAULT_ANSWERS},
