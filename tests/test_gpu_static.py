@@ -4,10 +4,11 @@ their ids say `static-only`."""
 
 from __future__ import annotations
 
-import ast
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -26,10 +27,12 @@ RenderCombo = Callable[[Combo], Path]
 
 
 def default_max_workers(project: Path) -> int:
-    """config.DEFAULT_MAX_WORKERS of a render: server processes by default, at most."""
-    tree = ast.parse(next(project.glob("src/*/config.py")).read_text())
-    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-                and getattr(node.targets[0], "id", "") == "DEFAULT_MAX_WORKERS")
+    """config.DEFAULT_MAX_WORKERS of a render: server processes by default, at most (imported, as the server does)."""
+    package = next(project.glob("src/*/config.py")).parent.name
+    result = subprocess.run([sys.executable, "-c", f"from {package}.config import DEFAULT_MAX_WORKERS as n; print(n)"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(project / "src")},
+                            check=True)
+    return int(result.stdout)
 
 
 def test_cuda_choices_are_the_matrix_releases() -> None:

@@ -49,7 +49,7 @@ def serve(settings: ServeSettings, sock: socket.socket | None = None, peers: Pee
     # A graceful stop is a success: the raised signal finds this handler, and the server returns 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
     server.run(sockets=[sock] if sock is not None else None)
-    return 1 if app.state.load_error else 0
+    return 1 if app.state.serving.load_error else 0
 
 
 def worker(settings: ServeSettings, sock: socket.socket, peers: Peers) -> None:
