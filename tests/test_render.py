@@ -76,7 +76,8 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     assert dockerfile.global_args["LOCK_TOOL_VERSION"] == MATRIX["tools"][combo.lock_tool.replace("-", "_")]
     assert dockerfile.stages["lock"].base == "scratch"
     base = MATRIX["base_image"][combo.base_image]
-    for target, uid in (("train", 10001), ("serve", base["uid"])):
+    # the train image runs on the builder: as the serve user where the template creates it, else as train_uid's
+    for target, uid in (("train", base.get("train_uid", base["uid"])), ("serve", base["uid"])):
         chain = dockerfile.chain(target)
         instructions = [i for stage in reversed(chain) for i in stage.instructions]
         env = " ".join(i.args for i in instructions if i.keyword == "ENV")
