@@ -82,6 +82,17 @@ UV_ENV = {
     "trusted-host": ("UV_INSECURE_HOST", " "),
 }
 STAMP = "# lock-inputs: sha256="
+# `# lock-exclude: name ...` in a lock's own .in file: packages its dependencies declare that the lock leaves out
+# (uv --no-emit-package; pip-compile --unsafe-package without --allow-unsafe, which notes them unpinned)
+EXCLUDE = re.compile(r"^#\s*lock-exclude:(.*)$", re.MULTILINE)
+# pip-compile's note on them assumes pip resolves dependencies; the images install with --no-deps: uv's words instead
+PIP_TOOLS_UNPINNED = (
+    "# WARNING: The following packages were not pinned, but pip requires them to be\n"
+    "# pinned when the requirements file includes hashes and the requirement is not\n"
+    "# satisfied by a package already installed. Consider using the --allow-unsafe flag.\n"
+)
+EXCLUDED = "# The following packages were excluded from the output:\n"
+PIP_TOOLS_REJECTED = "The generated requirements file may be rejected by pip install."
 
 
 def log(msg: str) -> None:
@@ -103,13 +114,37 @@ def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, too
     else:
         flags = COMPILE_FLAGS
     for name in locks(workdir):
+        left_out = excluded(workdir / "requirements" / f"{name}.in")
         cmd = [*compiler, *flags, "--output-file", f"requirements/{name}.txt"]
         if upgrade:
             cmd.append("--upgrade")
         if name != "train":
             cmd += ["--constraint", "requirements/train.txt"]
+        if left_out and tool == "uv":
+            cmd += [arg for package in left_out for arg in ("--no-emit-package", package)]
+        elif left_out:  # these replace pip-compile's default unsafe set: setuptools and pip are pinned as usual
+            cmd = [arg for arg in cmd if arg != "--allow-unsafe"]
+            cmd += [arg for package in left_out for arg in ("--unsafe-package", package)]
         cmd.append(f"requirements/{name}.in")
-        subprocess.run(cmd, check=True, cwd=workdir, env=env)
+        if left_out and tool != "uv":
+            pip_compile_leaving_out(cmd, workdir, env, workdir / "requirements" / f"{name}.txt")
+        else:
+            subprocess.run(cmd, check=True, cwd=workdir, env=env)
+
+
+def pip_compile_leaving_out(cmd: list[str], workdir: Path, env: dict[str, str], lock: Path) -> None:
+    """pip-compile with --unsafe-package: its warnings that pip would refuse the lock do not hold for --no-deps
+    installs, so the lock says what uv says, and the warning on stderr is dropped (the rest of stderr is kept)."""
+    result = subprocess.run(cmd, check=False, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write("".join(line for line in result.stderr.splitlines(keepends=True)
+                             if not line.startswith(PIP_TOOLS_REJECTED)))
+    result.check_returncode()
+    lock.write_text(lock.read_text().replace(PIP_TOOLS_UNPINNED, EXCLUDED))
+
+
+def excluded(path: Path) -> list[str]:
+    """The packages a lock leaves out: `# lock-exclude:` lines of its own .in file (not of those it includes)."""
+    return [package for line in EXCLUDE.findall(path.read_text()) for package in line.split()]
 
 
 def uv_env(settings: dict[str, list[str]]) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +69,40 @@ def test_uv_gets_the_pip_index_settings_as_its_own_variables() -> None:
     # equivalent flags: no index URLs in the locks, hashes, pip's cross-index resolution (PyTorch's extra index)
     assert {"--generate-hashes", "unsafe-best-match"} <= set(lock.UV_COMPILE_FLAGS)
     assert not any(flag.startswith("--emit") for flag in lock.UV_COMPILE_FLAGS)
+
+
+@pytest.mark.parametrize("tool", choices("lock_tool"))
+def test_lock_exclude_reaches_the_lock_tool_for_its_own_lock_only(tmp_path: Path, tool: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`# lock-exclude:` in serve.in becomes uv's --no-emit-package or pip-compile's --unsafe-package (without
+    --allow-unsafe, which would pin them after all), for serve.txt only; pip-compile's note that pip would refuse the
+    lock (true only for installs that resolve dependencies) becomes uv's words, and its stderr warning is dropped."""
+    requirements = tmp_path / "requirements"
+    requirements.mkdir()
+    (requirements / "train.in").write_text("-r serve.in\nonnx>=1.18\n")
+    (requirements / "serve.in").write_text("onnxruntime>=1.20\n# lock-exclude: protobuf sympy\n")
+    calls = []
+    unpinned = lock.PIP_TOOLS_UNPINNED + "# protobuf\n"
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        output = tmp_path / cmd[cmd.index("--output-file") + 1]
+        output.write_text("onnxruntime==1.32.0 \\\n    --hash=sha256:00\n\n" + (unpinned if "serve" in output.name else ""))
+        stderr = lock.PIP_TOOLS_REJECTED + " See # WARNING lines for details.\nkept\n"
+        return subprocess.CompletedProcess(cmd, 0, stderr=stderr if kwargs.get("stderr") else None)
+
+    monkeypatch.setattr(lock.subprocess, "run", fake_run)
+    monkeypatch.setattr(lock, "pip_settings", dict)
+    compiler = ["uv", "pip", "compile"] if tool == "uv" else ["pip-compile"]
+    lock.compile_locks(tmp_path, compiler, tool=tool)
+    train, serve = calls
+    option = "--no-emit-package" if tool == "uv" else "--unsafe-package"
+    assert option not in train and ("--allow-unsafe" in train) == (tool == "pip-tools")
+    assert [serve[i + 1] for i, arg in enumerate(serve) if arg == option] == ["protobuf", "sympy"]
+    assert "--allow-unsafe" not in serve
+    if tool == "pip-tools":
+        text = (requirements / "serve.txt").read_text()
+        assert lock.EXCLUDED + "# protobuf\n" in text and "WARNING" not in text
 
 
 def test_the_build_secret_pip_conf_reaches_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

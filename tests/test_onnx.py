@@ -50,6 +50,16 @@ def test_serve_requirements_hold_no_framework(render_combo: RenderCombo, combo: 
 
 
 @pytest.mark.parametrize("combo", ONNX_COMBOS, ids=lambda c: c.id)
+def test_serve_lock_leaves_out_what_only_onnxruntime_tools_need(render_combo: RenderCombo, combo: Combo) -> None:
+    """serve.in names them for scripts/lock.py, which hands them to the lock tool; train.in does not."""
+    project = render_combo(combo)
+    exclude = MATRIX["runtime"]["onnx"]["serve_exclude"]
+    assert {"protobuf", "sympy", "mpmath"} <= set(exclude)
+    assert f"# lock-exclude: {' '.join(exclude)}" in (project / "requirements/serve.in").read_text().splitlines()
+    assert "lock-exclude" not in (project / "requirements/train.in").read_text()
+
+
+@pytest.mark.parametrize("combo", ONNX_COMBOS, ids=lambda c: c.id)
 def test_serve_stage_needs_nothing_of_the_framework(render_combo: RenderCombo, combo: Combo) -> None:
     project = render_combo(combo)
     dockerfile = Dockerfile.read(project / "Dockerfile")
@@ -73,6 +83,7 @@ def test_native_projects_have_no_onnx_export(render_combo: RenderCombo) -> None:
     package = next((render_combo(DEFAULT_COMBO) / "src").iterdir())
     assert not (package / "onnx_export.py").exists()
     assert "onnxruntime" not in (package.parents[1] / "requirements/serve.in").read_text()
+    assert "lock-exclude" not in (package.parents[1] / "requirements/serve.in").read_text()
 
 
 # ---- engine: one built chain ------------------------------------------------------------------------------------
@@ -119,6 +130,18 @@ def test_serve_image_has_onnxruntime_and_no_framework(onnx_built: Built) -> None
     installed = set(run(["docker", "run", "--rm", onnx_built.serve_image, "python", "-c", code]).stdout.split())
     assert "onnxruntime" in installed and "numpy" in installed
     assert installed & set(TRAINING_ONLY) == set(), sorted(installed & set(TRAINING_ONLY))
+    # nor what only onnxruntime's offline tools use: left out of the lock, not deleted after the install
+    exclude = set(MATRIX["runtime"]["onnx"]["serve_exclude"])
+    assert installed & exclude == set(), sorted(installed & exclude)
+    serve = (onnx_built.project / "requirements/serve.txt").read_text()
+    train = (onnx_built.project / "requirements/train.txt").read_text()
+    assert not [name for name in exclude if re.search(rf"^{name}==", serve, re.MULTILINE)], serve[-500:]
+    assert re.search(r"^protobuf==", train, re.MULTILINE), "the ONNX export still needs protobuf"
+    # and no offline tools or C library for native programs in the image (scripts/prune_venv.py)
+    code = ("import pathlib, onnxruntime as o; d = pathlib.Path(o.__file__).parent; "
+            "print(sorted(p.name for p in d.glob('capi/libonnxruntime.so*')), "
+            "[m for m in ('tools', 'quantization', 'transformers') if (d / m).exists()])")
+    assert run(["docker", "run", "--rm", onnx_built.serve_image, "python", "-c", code]).stdout.split() == ["[]", "[]"]
 
 
 @pytest.mark.engine
