@@ -40,6 +40,7 @@ def serve(settings: ServeSettings, sock: socket.socket | None = None, peers: Pee
             loop="uvloop",  # the fast event loop and HTTP parser (locked dependencies of the serve image)
             http="httptools",
             log_config=None,  # keep the logging set up in main()
+            access_log=settings.access_log,
             timeout_graceful_shutdown=8,  # within Docker's 10 s stop timeout
             server_header=False,
         )

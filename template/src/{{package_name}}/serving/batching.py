@@ -6,7 +6,9 @@ server runs at once; requests that queue while the model is busy go together int
 (BATCH_WAIT_MS) only applies while traffic is flowing (more than one request queued, or the call that just ended merged
 several), and never beyond BATCH_WAIT_MS after the oldest request arrived.
 
-The model runs in one dedicated thread, never on the event loop. Plain and probability requests are batched apart
+A model call that takes longer than INLINE_MAX_S (a moving average) runs in one dedicated thread, off the event loop;
+a shorter one (ONNX Runtime on a small forest: tens of microseconds) runs on the loop itself, where handing it to a
+thread and back would cost more than the call. Plain and probability requests are batched apart
 (predict and argmax(predict_proba) can differ), so every request gets what it would have got alone. When a batch
 raises, each of its requests is run again alone: only the request that causes the error gets it.
 """
@@ -25,6 +27,7 @@ import numpy as np
 Result = tuple[list[int], "np.ndarray | None"]
 ModelCall = Callable[[np.ndarray, bool], Result]
 IDLE_S = 0.1  # no model call for this long: the next request is a lone one and runs at once
+INLINE_MAX_S = 0.0005  # model calls shorter than this on average run on the event loop (blocking it that long)
 
 
 class BatchMetrics(Protocol):
@@ -63,6 +66,7 @@ class Batcher:
         self._last_end = 0.0  # perf_counter when the last model call ended
         self._last_requests = 0  # how many requests it served
         self._inflight: list[_Pending] = []  # taken from the queue, not settled yet
+        self._call_s = float("inf")  # moving average of a model call's duration; unknown until the first one
         # One thread: model calls never overlap (they would only contend for the GIL and the cores)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
@@ -70,8 +74,8 @@ class Batcher:
         if self._closing:
             raise BatcherClosed("the server is shutting down")
         loop = asyncio.get_running_loop()
-        if not self.enabled:  # BATCHING=false: one model call per request, still off the event loop
-            return await loop.run_in_executor(self._executor, self.call, rows, probabilities)
+        if not self.enabled:  # BATCHING=false: one model call per request
+            return await self._model(loop, rows, probabilities)
         if self._task is None:  # started on first use, in the loop that serves the requests
             self._task = loop.create_task(self._run(), name="batcher")
         pending = _Pending(rows, probabilities, loop.create_future())
@@ -170,15 +174,14 @@ class Batcher:
             self.metrics.observe_batch_requests(len(group))
         rows = group[0].rows if len(group) == 1 else np.concatenate([p.rows for p in group])
         try:
-            indices, proba = await loop.run_in_executor(self._executor, self.call, rows, probabilities)
+            indices, proba = await self._model(loop, rows, probabilities)
         except Exception as error:  # noqa: BLE001 (handed to the requests, never lost)
             if len(group) == 1:
                 _settle(group[0].future, error=error)
                 return
             for pending in group:  # which request broke the batch? each alone: only that one gets the error
                 try:
-                    _settle(pending.future, await loop.run_in_executor(self._executor, self.call, pending.rows,
-                                                                       probabilities))
+                    _settle(pending.future, await self._model(loop, pending.rows, probabilities))
                 except Exception as alone:  # noqa: BLE001
                     _settle(pending.future, error=alone)
             return
@@ -187,6 +190,21 @@ class Batcher:
             end = start + len(pending.rows)
             _settle(pending.future, (indices[start:end], proba[start:end] if proba is not None else None))
             start = end
+
+
+    async def _model(self, loop: asyncio.AbstractEventLoop, rows: np.ndarray, probabilities: bool) -> Result:
+        """One model call: on the loop while calls are short, else in the model thread (see the module's doc)."""
+        if self._call_s < INLINE_MAX_S:
+            return self._timed(rows, probabilities)
+        return await loop.run_in_executor(self._executor, self._timed, rows, probabilities)
+
+    def _timed(self, rows: np.ndarray, probabilities: bool) -> Result:
+        started = time.perf_counter()
+        try:
+            return self.call(rows, probabilities)
+        finally:
+            elapsed = time.perf_counter() - started
+            self._call_s = elapsed if self._call_s == float("inf") else 0.8 * self._call_s + 0.2 * elapsed
 
 
 def _settle(future: asyncio.Future[Result], result: Any = None, error: BaseException | None = None) -> None:
