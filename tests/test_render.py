@@ -159,7 +159,7 @@ def test_env_example_names_only_real_settings(render_combo: RenderCombo, combo: 
     project = render_combo(combo)
     config = (package_dir(project) / "config.py").read_text()
     compose = (project / "compose.yaml").read_text()
-    code = "".join(p.read_text() for p in package_dir(project).glob("*.py"))
+    code = "".join(p.read_text() for p in package_dir(project).rglob("*.py"))
     for line in (project / ".env.example").read_text().splitlines():
         match = re.match(r"^#?\s*([A-Z][A-Z0-9_]+)=", line)
         if match:
