@@ -5,6 +5,7 @@ Shipped into every generated project as scripts/lock.py: Copier runs it once aft
 runs it afterwards. Standard library only, so it runs under any Python 3.9+.
 
     python scripts/lock.py            # Docker if an engine answers, else a local compile, else instructions
+    ENGINE=podman python scripts/lock.py   # the same with Podman (make passes its ENGINE)
     python scripts/lock.py --engine docker|local
     python scripts/lock.py --check    # offline: is every lock up to date with its inputs? (make lock-check)
     python scripts/lock.py compile    # what the Dockerfile's `lock` stage runs (inside the image)
@@ -261,11 +262,15 @@ def write_pip_conf(settings: dict[str, list[str]], path: Path) -> bool:
     return loopback
 
 
+# the engine's CLI: docker, or podman (whose builds take the same arguments and make the same locks)
+ENGINE = os.environ.get("ENGINE") or "docker"
+
+
 def engine_answers() -> bool:
-    if not shutil.which("docker"):
+    if not shutil.which(ENGINE):
         return False
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=15).returncode == 0
+        return subprocess.run([ENGINE, "info"], capture_output=True, timeout=15).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -286,7 +291,7 @@ def lock_with_docker(project: Path, out: Path, upgrade: bool) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         pip_conf = Path(tmp) / "pip.conf"
         loopback = write_pip_conf(pip_settings(), pip_conf) or any(map(is_loopback, requirement_urls(project)))
-        cmd = ["docker", "build", "--target", "lock", "--output", f"type=local,dest={out}"]
+        cmd = [ENGINE, "build", "--target", "lock", "--output", f"type=local,dest={out}"]
         cmd += ["--secret", f"id=pipconf,src={pip_conf}"]
         if upgrade:
             cmd += ["--build-arg", "LOCK_UPGRADE=1"]
@@ -391,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             if engine_answers():
                 done = lock_with_docker(project, staged, args.upgrade)
             else:
-                log("no Docker engine answers")
+                log(f"no {'Docker' if ENGINE == 'docker' else ENGINE} engine answers")
         local_python = f"{sys.version_info.major}.{sys.version_info.minor}"
         if not done and args.engine in ("auto", "local"):
             if sys.platform.startswith("linux") and local_python == python:
