@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,8 @@ import uuid
 from pathlib import Path
 
 READY_TIMEOUT = 120  # seconds: a large framework imports slowly on a busy CI machine
+# the engine's CLI: docker, or podman (make passes its ENGINE; the commands below are the same for both)
+ENGINE = os.environ.get("ENGINE") or "docker"
 STOP_TIMEOUT = 10  # seconds docker waits after SIGTERM, as compose.yaml's stop_grace_period
 
 REQUEST = """
@@ -47,11 +50,17 @@ class SmokeError(Exception):
 
 
 def docker(*args: str, stdin: bytes | None = None, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=300)
+    result = subprocess.run([ENGINE, *args], input=stdin, capture_output=True, timeout=300)
     if check and result.returncode != 0:
         lines = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
-        raise SmokeError(f"docker {args[0]} failed: {lines[-1][-300:]}")
+        raise SmokeError(f"{ENGINE} {args[0]} failed: {lines[-1][-300:]}")
     return result.stdout.decode(errors="replace").strip()
+
+
+def owned_tmpfs(path: str, uid: int) -> str:
+    """--tmpfs for a folder the image's user writes: Docker takes uid/gid options, Podman its U flag (which chowns
+    to the container's user) and refuses uid=."""
+    return f"{path}:U" if Path(ENGINE).name == "podman" else f"{path}:uid={uid},gid={uid}"
 
 
 def fill_volume(volume: str, image: str, files: dict[str, Path]) -> None:
@@ -92,7 +101,7 @@ def smoke(image: str, models: Path | None, bundle: Path | None, uid: int) -> str
     run = ["run", "-d", "--pull", "never", "--name", name, "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
            "--security-opt", "no-new-privileges:true",
            # the prediction log's folder (log_predictions), a volume in compose and Kubernetes
-           "--tmpfs", f"/app/var/log:uid={uid},gid={uid}"]
+           "--tmpfs", owned_tmpfs("/app/var/log", uid)]
     volumes = []
     try:
         if models is not None:
@@ -108,7 +117,7 @@ def smoke(image: str, models: Path | None, bundle: Path | None, uid: int) -> str
             fill_volume(volumes[-1], image, {"model.tar.gz": bundle})
             sha = hashlib.sha256(bundle.read_bytes()).hexdigest()
             run += ["-v", f"{volumes[-1]}:/bundle:ro", "-e", "MODEL_URI=file:///bundle/model.tar.gz",
-                    "-e", f"MODEL_SHA256={sha}", "--tmpfs", f"/app/var/cache:uid={uid},gid={uid}"]
+                    "-e", f"MODEL_SHA256={sha}", "--tmpfs", owned_tmpfs("/app/var/cache", uid)]
         docker(*run, image)
         wait_ready(name)
         status, metadata = request(name, "/metadata")
