@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -113,7 +114,14 @@ class PodmanUser:
         return run(self.command(cmd, compose=compose, env=env), cwd=cwd, check=check, timeout=timeout)
 
     def close(self) -> None:
-        self.run(["podman", "system", "reset", "--force"], check=False, timeout=300)
+        """Remove the user's containers, stop Podman's pause process of this runtime folder, delete the store (as
+        root: faster than `podman system reset`, which unmounts and removes layer by layer)."""
+        self.run(["podman", "rm", "--all", "--force", "--time", "0"], check=False, timeout=120)
+        pause = self.runtime_dir / "libpod" / "tmp" / "pause.pid"
+        try:
+            os.kill(int(pause.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass  # no pause process left
         shutil.rmtree(self.root, ignore_errors=True)
 
 
