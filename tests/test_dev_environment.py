@@ -68,7 +68,7 @@ def test_dev_lock_extends_train_and_the_dev_image_reuses_the_train_venv(render_c
     assert "-r train.in" in dev_in and any(line.startswith("jupyterlab") for line in dev_in)
     assert any(line.startswith("matplotlib") for line in dev_in)
     dockerfile = Dockerfile.read(project / "Dockerfile")
-    assert dockerfile.stages["dev"].base == "train-runtime" and dockerfile.stages["deps-dev"].base == "venv-train"
+    assert dockerfile.stages["dev"].base == "deps-dev" and dockerfile.stages["deps-dev"].base == "train-runtime"
     assert any("requirements/dev.txt" in i.args for i in dockerfile.stages["deps-dev"].all("COPY"))
     assert any("--require-hashes" in i.args for i in dockerfile.stages["deps-dev"].all("RUN"))
     assert list(dockerfile.stages)[-1] == "serve", "a plain `docker build .` must still build serve"

@@ -54,7 +54,8 @@ def test_serve_image_has_no_build_tools_caches_or_training_stack(
         "import importlib.util, pathlib, shutil\n"
         "print('tools', [t for t in ('gcc', 'cc', 'g++', 'make') if shutil.which(t)])\n"
         f"print('modules', [m for m in {training_only!r} if importlib.util.find_spec(m)])\n"
-        "caches = [p for p in ('/root/.cache', '/app/.cache', '/tmp/pip', '/root/.cache/pip') if pathlib.Path(p).exists()]\n"
+        "caches = [p for p in ('/root/.cache', '/app/.cache', '/tmp/pip', '/var/cache/http', '/var/cache/http-v2',\n"
+        "                      '/var/cache/wheels') if pathlib.Path(p).exists()]\n"
         "print('caches', caches)\n"
     )
     # as root, to see into /root
@@ -62,4 +63,5 @@ def test_serve_image_has_no_build_tools_caches_or_training_stack(
     assert "tools []" in out and "modules []" in out and "caches []" in out, out
     out = run(["docker", "run", "--rm", "--user", "0", "--entrypoint", "python", built.train_image, "-c", probe]).stdout
     assert "'pandas'" in out and "'pytest'" in out, f"the train image lacks its training stack: {out}"
+    assert "caches []" in out, f"pip's cache mount left files in the train image: {out}"
 

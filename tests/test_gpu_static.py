@@ -57,7 +57,7 @@ def test_gpu_render_static_only_images_wheels_and_env(render_combo: RenderCombo,
         assert dockerfile.global_args["RUNTIME_IMAGE"] == tag == dockerfile.global_args["BUILDER_IMAGE"]
         python_apt = dockerfile.stages["python-base"].all("RUN")[0].args
         assert '"python3.12=3.12.*"' in python_apt and "/usr/local/bin/python" in python_apt
-        for stage in ("venv-train", "venv-serve"):
+        for stage in ("deps-train", "deps-serve"):
             assert "/usr/bin/python3.12 -m venv" in dockerfile.stages[stage].all("RUN")[-1].args
     for runtime in ("train-runtime", "serve-runtime"):
         env = " ".join(i.args for i in dockerfile.stages[runtime].all("ENV"))

@@ -52,7 +52,7 @@ def test_dockerfile_pins_the_lock_tool_and_installs_from_hashes(render_combo: Ca
     assert "--mount=type=secret,id=pipconf" in compile_run and "target=/root/.cache/uv" in compile_run
     # whichever tool locked, the images install the lock with pip, hashes required, no dependency resolution
     for deps in ("deps-train", "deps-serve"):
-        assert "--require-hashes --no-deps" in dockerfile.stages[deps].all("RUN")[0].args
+        assert "--require-hashes --no-deps" in dockerfile.stages[deps].all("RUN")[-1].args
 
 
 def test_uv_gets_the_pip_index_settings_as_its_own_variables() -> None:
