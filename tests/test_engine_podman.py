@@ -69,6 +69,25 @@ def test_release_and_kube_play_name_the_engine_they_need(rendered: Path) -> None
     assert "ENGINE=podman make kube-play" in one_line_error(make_here(rendered, "ENGINE=docker", "kube-play"))
 
 
+def test_podman_is_the_default_where_only_podman_is_installed(rendered: Path, tmp_path: Path) -> None:
+    """A machine with the usual tools and Podman but no Docker: make builds with Podman without being told; with
+    both installed, Docker stays the default."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for folder in (Path("/bin"), Path("/usr/bin")):
+        for tool in folder.iterdir():
+            if tool.name not in ("docker", "podman", "podman-compose") and not (tools / tool.name).exists():
+                (tools / tool.name).symlink_to(tool)
+    (tools / "podman").write_text("#!/bin/sh\necho 'podman version 4.3.1'\n")
+    (tools / "podman").chmod(0o755)
+    only_podman = make_here(rendered, "-n", "build-serve", path=str(tools))
+    assert only_podman.returncode == 0, only_podman.stderr
+    assert only_podman.stdout.splitlines()[-1].startswith("podman build --format docker "), only_podman.stdout
+    (tools / "docker").symlink_to(tools / "podman")
+    both = make_here(rendered, "-n", "build-serve", path=str(tools))
+    assert both.returncode == 0 and both.stdout.splitlines()[-1].startswith("docker "), both.stdout + both.stderr
+
+
 # ---- the chain, on the engine, as uid 1000 ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
