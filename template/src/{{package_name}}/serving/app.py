@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__, _project
 from ..config import ServeSettings
+from .batching import CountArrivals
 from .limits import BodyLimit
 from .metrics import Instrument
 from .routes import health, metrics, oip, predict
@@ -40,6 +41,7 @@ def create_app(settings: ServeSettings, on_fatal: Callable[[], None] | None = No
 
     app = FastAPI(title=_project.PROJECT_NAME, version=__version__, lifespan=lifespan)
     app.state.serving = state
+    app.add_middleware(CountArrivals, arrivals=state.arrivals)
     app.add_middleware(BodyLimit, limit=state.max_body_bytes)
     app.add_middleware(Instrument, metrics=state.metrics)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -4,7 +4,8 @@ A per-call overhead dominates small requests (scikit-learn: ~7 ms per call, what
 rows of concurrent requests into one call multiplies throughput under load. Adaptive: a lone request on an idle
 server runs at once; requests that queue while the model is busy go together into the next call; the wait for more
 (BATCH_WAIT_MS) only applies while traffic is flowing (more than one request queued, or the call that just ended merged
-several), and never beyond BATCH_WAIT_MS after the oldest request arrived.
+several), and never beyond BATCH_WAIT_MS after the oldest request arrived, nor once no other request is on its way
+(Arrivals: with 8 clients whose 8 requests are all in the batch, waiting longer only adds latency).
 
 A model call that takes longer than INLINE_MAX_S (a moving average) runs in one dedicated thread, off the event loop;
 a shorter one (ONNX Runtime on a small forest: tens of microseconds) runs on the loop itself, where handing it to a
@@ -19,8 +20,9 @@ import asyncio
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import numpy as np
 
@@ -34,6 +36,46 @@ class BatchMetrics(Protocol):
     def observe_queue_wait(self, seconds: float) -> None: ...
 
     def observe_batch_requests(self, requests: int) -> None: ...
+
+
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+_ON_ITS_WAY: ContextVar[list[bool]] = ContextVar("on_its_way")
+
+
+class Arrivals:
+    """How many POST requests are in the server and have not reached the batcher (being read, parsed, validated): a
+    request counts from its first byte (CountArrivals) until it joins a batch or ends without one."""
+
+    def __init__(self) -> None:
+        self.on_their_way = 0
+
+    def joined(self) -> None:
+        counted = _ON_ITS_WAY.get(None)  # set by CountArrivals in this request's task
+        if counted is not None and counted[0]:
+            counted[0] = False
+            self.on_their_way -= 1
+
+
+class CountArrivals:
+    """ASGI middleware: keeps Arrivals' count."""
+
+    def __init__(self, app: ASGIApp, arrivals: Arrivals) -> None:
+        self.app = app
+        self.arrivals = arrivals
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        counted = [True]
+        _ON_ITS_WAY.set(counted)
+        self.arrivals.on_their_way += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if counted[0]:  # it never reached the batcher (a 4xx, a 503)
+                self.arrivals.on_their_way -= 1
 
 
 class BatcherClosed(RuntimeError):
@@ -53,8 +95,9 @@ class Batcher:
     probabilities or None), with the rows of concurrent requests gathered into calls of at most max_rows rows."""
 
     def __init__(self, call: ModelCall, *, max_rows: int = 256, wait_s: float = 0.002, enabled: bool = True,
-                 metrics: BatchMetrics | None = None) -> None:
+                 metrics: BatchMetrics | None = None, arrivals: Arrivals | None = None) -> None:
         self.call = call
+        self.arrivals = arrivals
         self.max_rows = max_rows
         self.wait_s = wait_s
         self.enabled = enabled
@@ -74,6 +117,8 @@ class Batcher:
         if self._closing:
             raise BatcherClosed("the server is shutting down")
         loop = asyncio.get_running_loop()
+        if self.arrivals is not None:
+            self.arrivals.joined()
         if not self.enabled:  # BATCHING=false: one model call per request
             return await self._model(loop, rows, probabilities)
         if self._task is None:  # started on first use, in the loop that serves the requests
@@ -124,6 +169,10 @@ class Batcher:
             return batch, rows
         deadline = batch[0].queued + self.wait_s
         while rows < self.max_rows and not self._closing:
+            if not self._queue and self.arrivals is not None:
+                await asyncio.sleep(0)  # requests whose bytes are here take their first step
+                if not self._queue and self.arrivals.on_their_way == 0:
+                    break  # no other request is coming: waiting would only add latency
             if not self._queue:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:

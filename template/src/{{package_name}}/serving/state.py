@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from .. import runtime
 from ..artifacts import LoadedModel, ModelError, load_model
 from ..config import ServeSettings
-from .batching import Batcher
+from .batching import Arrivals, Batcher
 from .limits import default_max_body_bytes
 from .metrics import Metrics
 from .predlog import PredictionLog
@@ -62,6 +62,7 @@ class ServingState:
     model: LoadedModel | None = None  # set once loaded and verified
     load_error: str | None = None  # why it was not
     metrics: Metrics = field(default_factory=Metrics)
+    arrivals: Arrivals = field(default_factory=Arrivals)  # requests on their way to the batcher (CountArrivals)
     predictions: PredictionLog | None = field(init=False)
     batcher: Batcher = field(init=False)
 
@@ -71,7 +72,7 @@ class ServingState:
         if settings.log_predictions:  # OSError here (unwritable folder) stops the start with the path in the message
             self.predictions = PredictionLog(settings.prediction_log, max_bytes=settings.prediction_log_max_bytes)
         self.batcher = Batcher(self.infer, max_rows=settings.max_batch_rows, wait_s=settings.batch_wait_ms / 1000,
-                               enabled=settings.batching, metrics=self.metrics)
+                               enabled=settings.batching, metrics=self.metrics, arrivals=self.arrivals)
 
     def serving(self) -> LoadedModel | None:
         """The model, once loaded here and (with several workers) in every worker: one answer whichever answers."""
