@@ -126,8 +126,12 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         assert "--mount=type=cache,id=/root/.cache/pip,target=/var/cache" in install and "PIP_CACHE_DIR=/var/cache" in install
         assert "--mount=type=secret,id=pipconf" in install
     copies = " ".join(i.args for i in serve.all("COPY"))
-    if combo.model_source == "baked":  # the model last: a new model rebuilds one layer
-        assert serve.index("COPY", "src/") < serve.index("COPY", "models/")
+    # the code last (after the labels, which change on every commit): a code change redoes one step
+    for target in ("train", "serve"):
+        last = dockerfile.stages[target].instructions[-1]
+        assert last.keyword == "COPY" and last.args == "src/ src/", last
+    if combo.model_source == "baked":
+        assert serve.index("COPY", "models/") < serve.index("LABEL", "org.opencontainers.image.title")
     else:
         assert "models" not in copies, "only a baked image holds a model"
     if combo.model_source == "downloaded":
