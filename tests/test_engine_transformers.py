@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
 from helpers.answers import MATRIX
 from helpers.builds import Built
 from helpers.combos import TEXT_COMBOS
-from helpers.engine import run
+from helpers.engine import SESSION_LABEL, run
 
 pytestmark = pytest.mark.engine
 COMBO = TEXT_COMBOS[0]
@@ -28,8 +29,7 @@ def built(built_project) -> Built:
 @pytest.fixture(scope="module")
 def server(built, serve_container):
     uid = MATRIX["base_image"][COMBO.base_image]["uid"]
-    with serve_container(COMBO, "--read-only", "--tmpfs", f"/tmp:uid={uid},gid={uid}", "--cap-drop", "ALL",
-                         "--network", "none") as container:
+    with serve_container(COMBO, "--read-only", "--tmpfs", f"/tmp:uid={uid},gid={uid}", "--cap-drop", "ALL") as container:
         yield container
 
 
@@ -83,11 +83,21 @@ def test_non_utf8_and_oversized_bodies_are_4xx(server) -> None:
     assert status == 413, answer
 
 
-def test_runs_read_only_as_non_root_and_offline(server) -> None:
+def test_runs_read_only_as_non_root_and_without_a_network(built: Built, server) -> None:
     assert server.exec("id", "-u") == str(MATRIX["base_image"][COMBO.base_image]["uid"])
-    env = server.exec("env")
-    assert "HF_HUB_OFFLINE=1" in env
-    assert server.http("GET", "/ready")[0] == 200  # with --network none: nothing came from the Hub
+    assert "HF_HUB_OFFLINE=1" in server.exec("env")
+    assert "Read-only file system" in run(["docker", "exec", server.id, "sh", "-c", "touch /app/x 2>&1 || true"]).stdout
+    # no network at all: ready all the same, so nothing is fetched from the Hub at start
+    container = run(["docker", "run", "-d", "--label", SESSION_LABEL, "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--network", "none",
+                     built.serve_image]).stdout.strip()
+    try:
+        deadline = time.monotonic() + 90
+        while subprocess.run(["docker", "exec", container, "python", "-m", "iris_classifier.healthcheck"],
+                             capture_output=True, check=False).returncode != 0:
+            assert time.monotonic() < deadline, run(["docker", "logs", container], check=False).stderr[-2000:]
+            time.sleep(0.5)
+    finally:
+        run(["docker", "rm", "-f", container], check=False)
 
 
 def test_a_tampered_model_file_is_refused_with_one_line(built: Built, tmp_path) -> None:
@@ -112,3 +122,78 @@ def test_no_cuda_library_in_the_images(built: Built) -> None:
         torch = run(["docker", "run", "--rm", "--entrypoint", "", image, "python", "-c",
                      "import torch; print(torch.version.cuda)"]).stdout.strip()
         assert torch == "None", f"{image}: torch built for CUDA {torch}"
+
+
+MODEL_NAME = "iris-classifier"  # MODEL_NAME's default: the image name of the default project name
+
+
+def test_tritonclient_sends_texts_as_bytes(server) -> None:
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=10)
+    assert client.is_model_ready(MODEL_NAME)
+    assert client.get_model_metadata(MODEL_NAME)["inputs"] == [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
+    expected = server.http("POST", "/predict", {"inputs": TEXTS, "return_probabilities": True})[1]
+    for binary in (True, False):
+        data = np.array([t.encode() for t in TEXTS], dtype=np.object_)
+        tensor = httpclient.InferInput("input-0", [len(TEXTS)], "BYTES")
+        tensor.set_data_from_numpy(data, binary_data=binary)
+        result = client.infer(MODEL_NAME, [tensor], outputs=[
+            httpclient.InferRequestedOutput("predictions", binary_data=False),
+            httpclient.InferRequestedOutput("probabilities", binary_data=False)])
+        assert result.as_numpy("predictions").tolist() == expected["predictions"], binary
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected["probabilities"], atol=1e-5)
+
+
+@pytest.mark.parametrize(("tensor", "says"), [
+    ({"name": "input-0", "datatype": "FP64", "shape": [1], "data": [1.0]}, "BYTES"),
+    ({"name": "input-0", "datatype": "BYTES", "shape": [2], "data": ["one"]}, "needs 2"),
+    ({"name": "input-0", "datatype": "BYTES", "shape": [1], "data": [""]}, "empty"),
+    ({"name": "input-0", "datatype": "BYTES", "shape": [1], "data": [7]}, "not a string"),
+    ({"name": "input-0", "datatype": "BYTES", "shape": [0], "data": []}, "MAX_BATCH_SIZE"),
+    ({"name": "input-0", "datatype": "BYTES", "shape": [1, 2], "data": ["a", "b"]}, "shape"),
+])
+def test_v2_bad_tensors_are_400s_that_say_what(server, tensor, says) -> None:
+    status, body = server.http("POST", f"/v2/models/{MODEL_NAME}/infer", {"inputs": [tensor]})
+    assert status == 400 and says in body["error"], body
+
+
+def test_v2_binary_text_that_is_not_utf8_is_a_400(server) -> None:
+    header = json.dumps({"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": 6}}]}).encode()
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(f"{server.url}/v2/models/{MODEL_NAME}/infer", data=header + b"\x02\0\0\0\xff\xfe",
+                                     method="POST", headers={"inference-header-content-length": str(len(header)),
+                                                             "content-type": "application/octet-stream"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400 and "not UTF-8" in json.loads(refused.value.read())["error"]
+
+
+DUMMY_TOKEN = "hf_dummyTokenOfTheTests0123456789"
+
+
+def test_a_token_never_reaches_a_log_a_model_file_or_an_image(built: Built, tmp_path) -> None:
+    """Train with a token in the secret's file (as compose hands it over): not in the log, not in models/ (which the
+    serve image bakes, so no serve layer can); no history entry or config of either image holds a token."""
+    from helpers.tiny_encoder import train_args
+
+    secret = tmp_path / "hf_token"
+    secret.write_text(DUMMY_TOKEN)
+    secret.chmod(0o644)
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0o777)
+    result = subprocess.run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+                             *train_args(built.project.parent / "tiny-encoder"),
+                             "-v", f"{secret}:/run/secrets/hf_token:ro", "-e", "HF_TOKEN_PATH=/run/secrets/hf_token",
+                             "-v", f"{models}:/app/models", built.train_image], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert DUMMY_TOKEN not in result.stdout + result.stderr
+    assert not [p for p in models.rglob("*") if p.is_file() and DUMMY_TOKEN.encode() in p.read_bytes()]
+    for image in (built.train_image, built.serve_image):
+        assert DUMMY_TOKEN not in run(["docker", "history", "--no-trunc", image]).stdout
+        assert "TOKEN=" not in run(["docker", "inspect", image]).stdout
