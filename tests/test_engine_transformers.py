@@ -207,3 +207,18 @@ def test_a_token_never_reaches_a_log_a_model_file_or_an_image(built: Built, tmp_
     for image in (built.train_image, built.serve_image):
         assert DUMMY_TOKEN not in run(["docker", "history", "--no-trunc", image]).stdout
         assert "TOKEN=" not in run(["docker", "inspect", image]).stdout
+
+
+def test_serve_image_within_its_budget_and_without_what_serving_never_imports(built: Built) -> None:
+
+    mb = 1_000_000
+    base = COMBO.image("runtime")
+    size = {image: int(run(["docker", "image", "inspect", "--format", "{{.Size}}", image]).stdout)
+            for image in (base, built.serve_image)}
+    added = size[built.serve_image] - size[base]
+    budget = MATRIX["framework"]["transformers"]["serve_budget_mb"]
+    assert added <= budget * mb, f"serve adds {added / mb:.1f} MB over {base} (budget {budget} MB)"
+    excluded = MATRIX["framework"]["transformers"]["serve_exclude"]
+    modules = [name.replace("-", "_") for name in excluded if name not in ("markdown-it-py",)] + ["pandas", "sklearn"]
+    probe = f"import importlib.util; print([m for m in {modules!r} if importlib.util.find_spec(m)])"
+    assert run(["docker", "run", "--rm", built.serve_image, "python", "-c", probe]).stdout.strip() == "[]"
