@@ -210,7 +210,6 @@ def test_a_token_never_reaches_a_log_a_model_file_or_an_image(built: Built, tmp_
 
 
 def test_serve_image_within_its_budget_and_without_what_serving_never_imports(built: Built) -> None:
-
     mb = 1_000_000
     base = COMBO.image("runtime")
     size = {image: int(run(["docker", "image", "inspect", "--format", "{{.Size}}", image]).stdout)
