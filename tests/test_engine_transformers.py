@@ -221,3 +221,21 @@ def test_serve_image_within_its_budget_and_without_what_serving_never_imports(bu
     modules = [name.replace("-", "_") for name in excluded if name not in ("markdown-it-py",)] + ["pandas", "sklearn"]
     probe = f"import importlib.util; print([m for m in {modules!r} if importlib.util.find_spec(m)])"
     assert run(["docker", "run", "--rm", built.serve_image, "python", "-c", probe]).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("settings", "says"), [
+    (["-e", "BASE_MODEL=someone/not-here"], "base model someone/not-here at revision main:"),
+    (["-e", "MAX_SEQ_LENGTH=4096"], "MAX_SEQ_LENGTH 4096 exceeds /base's 128 positions"),
+])
+def test_a_base_model_that_cannot_be_used_ends_training_with_one_line(built: Built, tmp_path, settings, says) -> None:
+    from helpers.tiny_encoder import train_args
+
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0o777)
+    result = subprocess.run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp",
+                             *train_args(built.project.parent / "tiny-encoder"), *settings,
+                             "-v", f"{models}:/app/models", built.train_image], capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and says in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]

@@ -55,6 +55,13 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+class BaseModelError(Exception):
+    """The base model cannot be used (not found, gated, offline, too short for MAX_SEQ_LENGTH); says what to do."""
+
+
+USER_ERRORS = (BaseModelError,)  # train.py ends with their one line, not a traceback
+
+
 @dataclass
 class TextClassifier:
     net: Any
@@ -82,18 +89,26 @@ def fit(texts: np.ndarray, target: np.ndarray, *, seed: int, n_jobs: int) -> Tex
     torch.set_num_threads(n_jobs)
     dev = device()
     base, revision = base_source()
-    commit = resolve_revision(base, revision)
+    try:
+        commit = resolve_revision(base, revision)
+        tokenizer = AutoTokenizer.from_pretrained(base, revision=commit)
+        net = AutoModelForSequenceClassification.from_pretrained(
+            base, revision=commit, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+            label2id={name: i for i, name in enumerate(LABELS)}, use_safetensors=True,
+        ).to(dev)
+    except Exception as error:  # noqa: BLE001 (the Hub's and the loaders' errors alike: one line, what to do)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BaseModelError(
+            f"base model {base} at revision {revision}: {first} (check BASE_MODEL and BASE_MODEL_REVISION; a gated "
+            "model needs HF_TOKEN_FILE; a model without safetensors weights or without a network: use a folder)"
+        ) from None
     if commit != revision:
         log.info("base model %s: revision %s is commit %s; pin it with BASE_MODEL_REVISION=%s",
                  base, revision, commit, commit)
-    tokenizer = AutoTokenizer.from_pretrained(base, revision=commit)
-    net = AutoModelForSequenceClassification.from_pretrained(
-        base, revision=commit, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-        label2id={name: i for i, name in enumerate(LABELS)}, use_safetensors=True,
-    ).to(dev)
     limit = getattr(net.config, "max_position_embeddings", MAX_SEQ_LENGTH)
     if MAX_SEQ_LENGTH > limit:
-        raise ValueError(f"MAX_SEQ_LENGTH {MAX_SEQ_LENGTH} exceeds {base}'s {limit} positions: set it to {limit} or less")
+        raise BaseModelError(f"MAX_SEQ_LENGTH {MAX_SEQ_LENGTH} exceeds {base}'s {limit} positions: set it to {limit} "
+                             "or less")
     optimizer = torch.optim.AdamW(net.parameters(), lr=5e-5)
     labels = torch.tensor(target, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)

@@ -141,7 +141,7 @@ def main() -> None:
     try:
         check_writable(settings.model_dir)
         metadata = train(settings)
-    except (DataError, NotWritable, ArtifactRefused) as error:
+    except (DataError, NotWritable, ArtifactRefused, *getattr(model, "USER_ERRORS", ())) as error:
         log.error("%s", error)
         raise SystemExit(1) from None
     log.info(
