@@ -12,8 +12,16 @@ from typing import Any
 import numpy as np
 
 from . import model, runtime
-from .artifacts import (ArtifactRefused, NotWritable, check_writable, file_hashes, sha256_of, write_atomically,
-                        write_folder_atomically, write_metadata)
+from .artifacts import (
+    ArtifactRefused,
+    NotWritable,
+    check_writable,
+    file_hashes,
+    sha256_of,
+    write_atomically,
+    write_folder_atomically,
+    write_metadata,
+)
 from .config import TrainSettings, load_settings, setup_logging
 
 log = logging.getLogger(__name__)

@@ -225,8 +225,10 @@ async def model_infer(model_name: str, request: Request, state: State) -> JSONRe
             raise ProtocolError("the request must be a JSON object with 'inputs'")
         try:
             settings = state.settings
-            rows = (_input_texts(body, raw[cut:], settings.max_batch_size, settings.max_text_chars)
-                    if runtime.INPUT == "text" else _input_rows(body, raw[cut:], model.n_features, settings.max_batch_size))
+            if runtime.INPUT == "text":
+                rows = _input_texts(body, raw[cut:], settings.max_batch_size, settings.max_text_chars)
+            else:
+                rows = _input_rows(body, raw[cut:], model.n_features, settings.max_batch_size)
         except ProtocolError:
             raise
         except Exception as problem:  # noqa: BLE001 (whatever else a malformed tensor breaks is the client's error)

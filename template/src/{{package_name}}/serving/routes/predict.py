@@ -10,8 +10,8 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ..batching import BatcherClosed
 from ... import runtime
+from ..batching import BatcherClosed
 from ..schemas import PredictRequestBase, PredictResponse, TextRequestBase, invalid, request_model, text_request_model
 from ..state import ServingState, State
 
