@@ -119,7 +119,8 @@ def _input_texts(body: dict[str, Any], binary: bytes, max_rows: int, max_chars: 
         if len(binary) != parameters["binary_data_size"]:
             raise ProtocolError(f"binary input holds {len(binary)} bytes, binary_data_size says "
                                 f"{parameters['binary_data_size']}")
-        items, at = [], 0
+        items: list[Any] = []
+        at = 0
         while at < len(binary):
             length = int.from_bytes(binary[at:at + 4], "little")
             if at + 4 + length > len(binary):
@@ -133,20 +134,19 @@ def _input_texts(body: dict[str, Any], binary: bytes, max_rows: int, max_chars: 
         items = [item for row in data for item in (row if isinstance(row, list) else [row])]
     if len(items) != size:
         raise ProtocolError(f"input data holds {len(items)} texts, shape {shape} needs {size}")
-    texts = []
+    texts: list[str] = []
     for index, item in enumerate(items):
-        if isinstance(item, bytes):
-            try:
-                item = item.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError(f"text {index} is not UTF-8") from None
-        if not isinstance(item, str):
+        try:
+            text = item.decode("utf-8") if isinstance(item, bytes) else item
+        except UnicodeDecodeError:
+            raise ProtocolError(f"text {index} is not UTF-8") from None
+        if not isinstance(text, str):
             raise ProtocolError(f"text {index} is not a string: BYTES data holds texts")
-        if not item.strip():
+        if not text.strip():
             raise ProtocolError(f"text {index} is empty")
-        if len(item) > max_chars:
-            raise ProtocolError(f"text {index} has {len(item)} characters, over MAX_TEXT_CHARS={max_chars}")
-        texts.append(item)
+        if len(text) > max_chars:
+            raise ProtocolError(f"text {index} has {len(text)} characters, over MAX_TEXT_CHARS={max_chars}")
+        texts.append(text)
     return np.asarray(texts, dtype=object)
 
 
