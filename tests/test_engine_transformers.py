@@ -238,4 +238,6 @@ def test_a_base_model_that_cannot_be_used_ends_training_with_one_line(built: Bui
                              "-v", f"{models}:/app/models", built.train_image], capture_output=True, text=True,
                             timeout=600, check=False)
     assert result.returncode == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and says in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output[-2000:]
+    assert says in result.stdout.strip().splitlines()[-1] and "ERROR" in result.stdout.strip().splitlines()[-1], output
