@@ -15,12 +15,14 @@ import pytest
 
 from helpers.answers import MATRIX, REPO
 from helpers.builds import Built, BundleServer, train_into
-from helpers.combos import DEFAULT_COMBO, ENGINE_COMBOS, LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo
+from helpers.combos import (DEFAULT_COMBO, ENGINE_COMBOS, LOCK_PINS, TORCH_FRAMEWORKS, TORCH_INDEX_PORT,
+                            TORCH_INDEX_URL, TEXT_COMBOS, Combo)
 from helpers.containers import Container
 from helpers.engine import BUILD_LOG, SESSION_LABEL, docker_available, engine_required, image_tag, record_time, run, timed
 from helpers.once import Once
 from helpers.render import copier_cli, render
 from helpers.report import build_lines, coverage_lines
+from helpers.tiny_encoder import make_tiny_encoder, train_args
 from helpers.torch_index import TorchIndex, required_torch_wheel
 
 
@@ -109,7 +111,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if "engine" not in getattr(item, "fixturenames", []):
                 item.fixturenames.insert(0, "engine")
             planned[DEFAULT_COMBO] = None  # what most engine tests use without naming it
-            planned.update((v, None) for v in params.values() if v in ENGINE_COMBOS)
+            planned.update((v, None) for v in params.values() if v in ENGINE_COMBOS or v in TEXT_COMBOS)
     # the engine chains these tests use, in the order they first need them (a prefetch builds them in that order)
     config.stash[PLANNED] = list(planned)
 
@@ -132,11 +134,11 @@ def locked_project(tmp_path_factory: pytest.TempPathFactory, engine: None,
 
     Where a test pin is needed (LOCK_PINS), the copy skips its task, the pin is made, and `make lock`'s script
     runs instead, as a user who pins a version would do."""
-    if any(c.framework == "pytorch" for c in request.config.stash[PLANNED]):
+    if any(c.framework in TORCH_FRAMEWORKS for c in request.config.stash[PLANNED]):
         request.getfixturevalue("torch_index")  # in the main thread, before a prefetch needs it
 
     def _locked(combo: Combo) -> Path:
-        if combo.framework == "pytorch":
+        if combo.framework in TORCH_FRAMEWORKS:
             request.getfixturevalue("torch_index")
         dst = tmp_path_factory.mktemp(f"locked-{combo.id}") / "project"
         args = [a for k, v in combo.answers.items() for a in ("-d", f"{k}={v}")]
@@ -170,7 +172,10 @@ def built_project(locked_project: Callable[[Combo], Path], request: pytest.Fixtu
         project = locked_project(combo)
         built = Built(combo, project, image_tag(combo, "train"), image_tag(combo, "serve"), {})
         built.build("train")
-        built.metadata = train_into(built.train_image, project / "models")
+        extra: list[str] = []
+        if combo.framework == "transformers":  # fine-tuned from a tiny encoder the tests make (no Hub here)
+            extra = train_args(make_tiny_encoder(built.train_image, project.parent / "tiny-encoder"))
+        built.metadata = train_into(built.train_image, project / "models", *extra)
         built.build("serve")
         return built
 

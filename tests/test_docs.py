@@ -27,7 +27,8 @@ def combo(request: pytest.FixtureRequest) -> Combo:
 
 def expected_pages(combo: Combo) -> set[str]:
     optional = {"gpu": combo.gpu, "development": combo.dev_environment, "kubernetes": combo.kubernetes,
-                "ci": combo.ci != "none", "onnx": combo.serve_runtime == "onnx"}
+                "ci": combo.ci != "none", "onnx": combo.serve_runtime == "onnx",
+                "text-models": combo.framework == "transformers"}
     return ALWAYS | {page for page, wanted in optional.items() if wanted}
 
 

@@ -17,6 +17,7 @@ PUBLIC_QUESTIONS = [
     "model_uri", "model_sha256", "log_predictions",
     "gpu", "cuda_version", "cuda_flavor", "gpu_count", "gpu_device_ids", "shm_size",
     "serve_runtime", "dev_environment", "lock_tool", "ci", "kubernetes",
+    "base_model", "base_model_revision", "text_labels", "max_seq_length",
 ]
 
 

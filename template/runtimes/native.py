@@ -23,6 +23,7 @@ NAME = "native"
 FRAMEWORK = model.FRAMEWORK  # the training framework (metadata.json "framework")
 ARTIFACT = model.ARTIFACT
 PICKLE_BASED = model.PICKLE_BASED
+INPUT = getattr(model, "INPUT", "numbers")  # "text": rows are texts (framework=transformers)
 
 
 def save(fitted: Any, path: Path, sample: np.ndarray) -> None:  # noqa: ARG001 (the framework's own format)

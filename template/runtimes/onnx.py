@@ -29,6 +29,7 @@ NAME = "onnx"
 FRAMEWORK = "{{ fw.name }}"  # model.FRAMEWORK of the training image; save() checks they agree
 ARTIFACT = "{{ artifact }}"
 PICKLE_BASED = False
+INPUT = "numbers"
 OPSET = {{ fw.onnx.opset }}  # the ai.onnx opset the export targets
 # float32 inference against the framework's float64: differences are around 1e-7; 1e-4 leaves room, and still
 # catches a wrong conversion, which moves probabilities by whole percent

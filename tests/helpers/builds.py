@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.answers import MATRIX
-from helpers.combos import Combo
+from helpers.combos import TORCH_FRAMEWORKS, Combo
 from helpers.engine import image_tag, run, timed
 
 BUILD_ARGS = {"VERSION": "1.2.3", "REVISION": "0123456789abcdef", "CREATED": "2026-01-02T03:04:05Z",
@@ -29,7 +29,7 @@ class Built:
 
     def build(self, target: str, *extra: str) -> str:
         args = [a for k, v in BUILD_ARGS.items() for a in ("--build-arg", f"{k}={v}")]
-        if self.combo.framework == "pytorch":  # the wheel index of the tests is on this machine's loopback
+        if self.combo.framework in TORCH_FRAMEWORKS:  # the wheel index of the tests is on this machine's loopback
             args += ["--network", "host"]
         tag = image_tag(self.combo, target)
         result = timed(f"{self.combo.id} {target}" + (" (again)" if extra else ""),

@@ -18,7 +18,9 @@ from helpers.pairs import CONSTRAINED, constrained_rows, covering_rows
 # (served from the local disk, PyTorch's index being out of reach) exists for CPython 3.11 only. Combinations with
 # such an answer are checked statically and say `static-only` in their ids. The one exemption list.
 NOT_BUILDABLE: dict[str, set[Any]] = {"python_version": {"3.12"}, "base_image": {"nvidia-cuda"}, "gpu": {True}}
-NOT_BUILDABLE_PYTHONS = {"pytorch": {"3.12", "3.13"}}
+NOT_BUILDABLE_PYTHONS = {"pytorch": {"3.12", "3.13"}, "transformers": {"3.12", "3.13"}}
+# the frameworks whose torch comes from the tests' local index (helpers/torch_index.py)
+TORCH_FRAMEWORKS = {"pytorch", "transformers"}
 # A local PEP 503 index for the torch wheel (helpers/torch_index.py). Its URL is in the PyTorch renders' requirements
 # and build arguments, so it must not change between runs of one checkout (a new port would miss every cached layer
 # of the PyTorch chain): a port derived from the checkout's path, MLDT_TORCH_INDEX_PORT to choose another.
@@ -26,7 +28,7 @@ TORCH_INDEX_PORT = (int(os.environ.get("MLDT_TORCH_INDEX_PORT", "0"))
                     or 20000 + int(hashlib.sha256(str(REPO).encode()).hexdigest(), 16) % 20000)
 TORCH_INDEX_URL = f"http://127.0.0.1:{TORCH_INDEX_PORT}/whl"
 # The local index holds torch 2.13.0 only; left open, PyPI's newer (CUDA) torch would win the resolution.
-LOCK_PINS = {"pytorch": ("torch>=2.6", "torch==2.13.0")}
+LOCK_PINS = {name: ("torch>=2.6", "torch==2.13.0") for name in ("pytorch", "transformers")}
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Combo:
     @property
     def answers(self) -> dict[str, Any]:
         given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        extra = {"torch_index_url": TORCH_INDEX_URL} if self.framework == "pytorch" else {}
+        extra = {"torch_index_url": TORCH_INDEX_URL} if self.framework in TORCH_FRAMEWORKS else {}
         return {**DEFAULT_ANSWERS, **given, **extra}
 
     @property
@@ -65,7 +67,7 @@ class Combo:
 
     @property
     def id(self) -> str:
-        if self in ENGINE_COMBOS or self in LOCK_TOOL_TWINS:
+        if self in ENGINE_COMBOS or self in TEXT_COMBOS or self in LOCK_TOOL_TWINS:
             kind = "built"
         elif self.buildable:
             kind = "rendered"  # buildable, but each of its answers is built in another combination
@@ -98,7 +100,7 @@ ALL_COMBOS = [Combo(*values) for values in itertools.product(
     choices("python_version"), choices("framework"), choices("base_image"), choices("model_source"), [False, True])]
 ONNX_COMBOS = [
     replace(DEFAULT_COMBO, framework=name, serve_runtime="onnx",
-            python_version="3.11" if name == "pytorch" else DEFAULT_COMBO.python_version)
+            python_version="3.11" if name in TORCH_FRAMEWORKS else DEFAULT_COMBO.python_version)
     for name in choices("framework") if MATRIX["framework"][name]["onnx"]
 ] + [replace(DEFAULT_COMBO, base_image="distroless", model_source="mounted", serve_runtime="onnx")]
 ONNX_REFUSED = [replace(DEFAULT_COMBO, framework="tensorflow", serve_runtime="onnx"),
@@ -139,6 +141,10 @@ ENGINE_COMBOS = [
     Combo("3.13", "tensorflow", "slim", "baked", lock_tool="uv", dev_environment=False),
     Combo("3.13", "sklearn", "slim", "baked", lock_tool="uv", serve_runtime="onnx", dev_environment=False),
 ]
+# Text models (framework=transformers) take texts, not rows of numbers: their own chain and tests
+# (tests/test_engine_transformers.py), trained from a tiny encoder the tests make; the chains above take numbers.
+TEXT_COMBOS = [Combo("3.11", "transformers", "slim", "baked", lock_tool="uv", dev_environment=False, ci="none",
+                     kubernetes=False)]
 DEV_BUILDS = [c for c in ENGINE_COMBOS if c.dev_environment]
 ONNX_BUILDS = [c for c in ENGINE_COMBOS if c.serve_runtime == "onnx"]
 # lock_tool=uv against pip-tools, pins and hashes, on the default and on PyTorch (a framework with its own wheel
@@ -148,7 +154,8 @@ LOCK_TOOL_TWINS = [replace(c, lock_tool="uv") for c in ENGINE_COMBOS[:2]]
 
 def engine_carriers() -> dict[tuple[str, Any], list[Combo]]:
     """Each offered value of each choice question -> the engine chains that build and run it."""
-    return {(q, v): [c for c in ENGINE_COMBOS if getattr(c, q) == v] for q in CHOICE_QUESTIONS for v in choices(q)}
+    chains = ENGINE_COMBOS + TEXT_COMBOS
+    return {(q, v): [c for c in chains if getattr(c, q) == v] for q in CHOICE_QUESTIONS for v in choices(q)}
 
 
 def unbuildable_values() -> set[tuple[str, Any]]:

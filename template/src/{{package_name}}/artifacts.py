@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,16 @@ METADATA = "metadata.json"
 log = logging.getLogger(__name__)
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under folder, by its path relative to it (a save_pretrained folder)."""
+    return {str(p.relative_to(folder)): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """A file's sha256; a folder's is that of its sorted `path  sha256` lines (file_hashes)."""
+    if path.is_dir():
+        lines = "".join(f"{name}  {sha}\n" for name, sha in file_hashes(path).items())
+        return hashlib.sha256(lines.encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(chunk):
@@ -36,6 +46,25 @@ def write_atomically(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_folder_atomically(path: Path, write: Any) -> None:
+    """write(tmp_folder), then swap it in for path: readers see the old folder or the new one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    old = path.parent / f".{path.name}.old"
+    try:
+        write(tmp)
+        for item in [tmp, *tmp.rglob("*")]:
+            item.chmod(0o755 if item.is_dir() else 0o644)
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -99,8 +128,14 @@ def load_model(model_dir: Path, *, allow_version_mismatch: bool = False) -> Load
         expected = metadata["sha256"]
     except (ValueError, KeyError, TypeError) as error:
         raise ModelError(f"{model_dir / METADATA}: unreadable or incomplete ({error!r})") from None
-    if not artifact.is_file():
+    if not artifact.exists():
         raise ModelError(f"{artifact}: missing (metadata.json names it)")
+    if artifact.is_dir():  # a folder: name the first file that differs from metadata.json's list
+        recorded, have = metadata.get("files") or {}, file_hashes(artifact)
+        for name in sorted(set(have) | set(recorded)):
+            if have.get(name) != recorded.get(name):
+                raise ModelError(f"{artifact / name}: sha256 {have.get(name, '(missing)')} does not match "
+                                 f"metadata.json ({recorded.get(name, 'not listed')})")
     actual = sha256_of(artifact)
     if actual != expected:
         raise ModelError(f"{artifact}: sha256 {actual} does not match metadata.json ({expected})")

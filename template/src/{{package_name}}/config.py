@@ -50,6 +50,8 @@ class ServeSettings(Settings):
     workers: int = Field(default_factory=lambda: min(available_cpus(), DEFAULT_MAX_WORKERS), ge=1, le=256)
     # Larger request bodies get a 413 before they are read; None: MAX_BATCH_SIZE rows of the model's features
     max_body_bytes: int | None = Field(None, ge=1024)
+    # Text models: the longest text accepted, in characters (a 422 above it); MAX_BODY_BYTES derives from it
+    max_text_chars: int = Field(10_000, ge=1, le=1_000_000)
     allow_version_mismatch: bool = False
     # Where the model comes from: MODEL_DIR, or, when MODEL_URI is set, a bundle downloaded into MODEL_CACHE_DIR
     # and checked against MODEL_SHA256 (credentials: MODEL_TOKEN or MODEL_TOKEN_FILE, read at start, never baked).

@@ -6,12 +6,22 @@ import logging
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import model, runtime
-from .artifacts import ArtifactRefused, NotWritable, check_writable, sha256_of, write_atomically, write_metadata
+from .artifacts import (
+    ArtifactRefused,
+    NotWritable,
+    check_writable,
+    file_hashes,
+    sha256_of,
+    write_atomically,
+    write_folder_atomically,
+    write_metadata,
+)
 from .config import TrainSettings, load_settings, setup_logging
 
 log = logging.getLogger(__name__)
@@ -30,7 +40,31 @@ class Dataset:
     source: str
 
 
+def load_texts(settings: TrainSettings) -> Dataset:
+    """Text models: a CSV of `text,label` (DATA_PATH, or the demo shipped in the package); labels are the names of
+    model.LABELS (or their indices), in that order."""
+    import pandas as pd
+
+    path = settings.data_path or Path(__file__).with_name("demo_texts.csv")
+    if not path.is_file():
+        raise DataError(f"DATA_PATH {path}: no such file")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"text", "label"} - set(frame.columns)
+    if missing:
+        raise DataError(f"DATA_PATH {path}: needs the columns text and label; missing {sorted(missing)}")
+    ids = {name: i for i, name in enumerate(model.LABELS)} | {str(i): i for i in range(len(model.LABELS))}
+    unknown = sorted(set(frame["label"]) - set(ids))
+    if unknown:
+        raise DataError(f"DATA_PATH {path}: labels {unknown[:5]} are not in TEXT_LABELS {model.LABELS}")
+    if len(frame) < 2 or (frame["text"].str.strip() == "").any():
+        raise DataError(f"DATA_PATH {path}: needs at least 2 rows, each with a non-empty text")
+    target = frame["label"].map(ids).to_numpy()
+    return Dataset(frame["text"].to_numpy(dtype=object), target, ["text"], list(model.LABELS), str(path))
+
+
 def load_data(settings: TrainSettings) -> Dataset:
+    if getattr(model, "INPUT", "numbers") == "text":
+        return load_texts(settings)
     if settings.data_path is None:
         from sklearn.datasets import load_iris  # ships inside scikit-learn: works offline
 
@@ -82,7 +116,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     accuracy = float(accuracy_score(y_test, model.predict(fitted, x_test)))
 
     artifact = settings.model_dir / runtime.ARTIFACT
-    write_atomically(artifact, lambda tmp: runtime.save(fitted, tmp, x_train))
+    write = write_folder_atomically if getattr(model, "INPUT", "numbers") == "text" else write_atomically
+    write(artifact, lambda tmp: runtime.save(fitted, tmp, x_train))
     metadata = {
         "framework": model.FRAMEWORK,
         "framework_version": model.FRAMEWORK_VERSION,
@@ -92,6 +127,9 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "artifact": runtime.ARTIFACT,
         "sha256": sha256_of(artifact),
+        **({"files": file_hashes(artifact)} if artifact.is_dir() else {}),  # a folder: every file's sha256
+        **({"base_model": fitted.base_model, "base_model_revision": fitted.base_revision}
+           if hasattr(fitted, "base_revision") else {}),
         "pickle_based": runtime.PICKLE_BASED,
         "feature_names": data.feature_names,
         "target_names": data.target_names,
@@ -111,7 +149,7 @@ def main() -> None:
     try:
         check_writable(settings.model_dir)
         metadata = train(settings)
-    except (DataError, NotWritable, ArtifactRefused) as error:
+    except (DataError, NotWritable, ArtifactRefused, *getattr(model, "USER_ERRORS", ())) as error:
         log.error("%s", error)
         raise SystemExit(1) from None
     log.info(

@@ -46,7 +46,7 @@ def create_app(settings: ServeSettings, on_fatal: Callable[[], None] | None = No
     app.add_middleware(Instrument, metrics=state.metrics)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(health.router)
-    app.include_router(predict.create_router(settings.max_batch_size))
+    app.include_router(predict.create_router(settings.max_batch_size, settings.max_text_chars))
     app.include_router(oip.router)
     app.include_router(metrics.router)
     return app
@@ -58,6 +58,6 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
     problems = jsonable_encoder(error.errors())
     max_batch_size = request.app.state.serving.settings.max_batch_size
     for problem in problems:
-        if problem.get("type") == "too_long" and problem.get("loc", [])[-1:] == ["instances"]:
+        if problem.get("type") == "too_long" and problem.get("loc", [])[-1:] in (["instances"], ["inputs"]):
             problem["msg"] = f"batch is over MAX_BATCH_SIZE={max_batch_size} rows"
     return JSONResponse({"detail": json_safe(problems)}, status_code=422)

@@ -46,6 +46,44 @@ def request_model(max_batch_size: int) -> type[PredictRequestBase]:
     return PredictRequest
 
 
+class TextRequestBase(BaseModel):
+    """Text models (framework=transformers): {"text": "..."} or {"inputs": ["...", ...]}."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "a wonderful film"}, {"inputs": ["a wonderful film", "dull"]}]},
+    )
+
+    text: str | None = Field(None, description="one text")
+    inputs: list[str] | None = Field(None, min_length=1, description="a batch of texts")
+    return_probabilities: bool = Field(False, description="also return each text's class probabilities")
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> TextRequestBase:
+        if (self.text is None) == (self.inputs is None):
+            raise ValueError("give exactly one of 'text' (one text) or 'inputs' (a list of texts)")
+        return self
+
+    def rows(self) -> list[str]:
+        if self.text is not None:
+            return [self.text]
+        assert self.inputs is not None  # exactly_one
+        return self.inputs
+
+
+def text_request_model(max_batch_size: int, max_text_chars: int) -> type[TextRequestBase]:
+    """The text schema with MAX_BATCH_SIZE texts of at most MAX_TEXT_CHARS characters, none empty."""
+    Text = Annotated[str, Field(strict=True, min_length=1, max_length=max_text_chars, pattern=r"\S")]  # noqa: N806
+
+    class TextRequest(TextRequestBase):
+        text: Text | None = Field(None, description=f"one text of at most {max_text_chars} characters")
+        inputs: Annotated[list[Text], Field(min_length=1, max_length=max_batch_size)] | None = Field(
+            None, description=f"a batch of at most {max_batch_size} texts (MAX_BATCH_SIZE)"
+        )
+
+    return TextRequest
+
+
 class PredictResponse(BaseModel):
     predictions: list[Any]
     labels: list[str] | None = None

@@ -18,7 +18,7 @@ from .. import runtime
 from ..artifacts import LoadedModel, ModelError, load_model
 from ..config import ServeSettings
 from .batching import Arrivals, Batcher
-from .limits import default_max_body_bytes
+from .limits import OVERHEAD, default_max_body_bytes
 from .metrics import Metrics
 from .predlog import PredictionLog
 from .source import SourceError, fetch_bundle, read_token
@@ -83,6 +83,8 @@ class ServingState:
     def max_body_bytes(self) -> int:
         if self.settings.max_body_bytes:
             return self.settings.max_body_bytes
+        if runtime.INPUT == "text":  # each text at most MAX_TEXT_CHARS, each char at most 6 bytes in JSON (\uXXXX)
+            return self.settings.max_batch_size * (self.settings.max_text_chars * 6 + 4) + OVERHEAD
         n_features = self.model.n_features if self.model is not None else 1000
         return default_max_body_bytes(self.settings.max_batch_size, n_features)
 

@@ -20,7 +20,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ... import __version__
+from ... import __version__, runtime
 from ...artifacts import LoadedModel
 from ..batching import BatcherClosed
 from ..state import ServingState, State
@@ -39,7 +39,7 @@ INFER_REQUEST = {
             "required": ["name", "datatype", "shape"],
             "properties": {
                 "name": {"type": "string"},
-                "datatype": {"enum": list(DATATYPES)},
+                "datatype": {"enum": ["BYTES"] if runtime.INPUT == "text" else list(DATATYPES)},
                 "shape": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer", "minimum": 0}},
                 "data": {"type": "array", "description": "row-major numbers, flat or nested"},
                 "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
@@ -96,6 +96,60 @@ def _input_rows(body: dict[str, Any], binary: bytes, n_features: int, max_rows: 
     return rows
 
 
+def _input_texts(body: dict[str, Any], binary: bytes, max_rows: int, max_chars: int) -> np.ndarray:
+    """Text models: one BYTES tensor of shape [n] or [n, 1], UTF-8 texts as JSON strings or, with the binary data
+    extension, each a 4-byte little-endian length and its bytes."""
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise ProtocolError("expected exactly one input tensor in 'inputs'")
+    tensor = inputs[0]
+    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    if datatype != "BYTES":
+        raise ProtocolError(f"input datatype {datatype!r} is not supported; this text model takes BYTES (UTF-8 texts)")
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape) and len(shape) in (1, 2)
+            and (len(shape) == 1 or shape[1] == 1)):
+        raise ProtocolError(f"input shape {shape!r} must be [texts] or [texts, 1]")
+    size = shape[0]
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ProtocolError("input 'parameters' must be an object")
+    if not 1 <= size <= max_rows:
+        raise ProtocolError(f"batch of {size} texts: must be 1 to MAX_BATCH_SIZE={max_rows}")
+    if parameters.get("binary_data_size") is not None:
+        if len(binary) != parameters["binary_data_size"]:
+            raise ProtocolError(f"binary input holds {len(binary)} bytes, binary_data_size says "
+                                f"{parameters['binary_data_size']}")
+        items: list[Any] = []
+        at = 0
+        while at < len(binary):
+            length = int.from_bytes(binary[at:at + 4], "little")
+            if at + 4 + length > len(binary):
+                raise ProtocolError("binary input is cut short: an element's length runs past its end")
+            items.append(binary[at + 4:at + 4 + length])
+            at += 4 + length
+    else:
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise ProtocolError("input 'data' must be a list of strings")
+        items = [item for row in data for item in (row if isinstance(row, list) else [row])]
+    if len(items) != size:
+        raise ProtocolError(f"input data holds {len(items)} texts, shape {shape} needs {size}")
+    texts: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            text = item.decode("utf-8") if isinstance(item, bytes) else item
+        except UnicodeDecodeError:
+            raise ProtocolError(f"text {index} is not UTF-8") from None
+        if not isinstance(text, str):
+            raise ProtocolError(f"text {index} is not a string: BYTES data holds texts")
+        if not text.strip():
+            raise ProtocolError(f"text {index} is empty")
+        if len(text) > max_chars:
+            raise ProtocolError(f"text {index} has {len(text)} characters, over MAX_TEXT_CHARS={max_chars}")
+        texts.append(text)
+    return np.asarray(texts, dtype=object)
+
+
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"])
 
 
@@ -137,7 +191,8 @@ async def model_metadata(model_name: str, state: State) -> JSONResponse:
         "name": state.settings.model_name,
         "versions": [meta["sha256"][:12]],
         "platform": f"{meta.get('serve_runtime', 'native')}-{meta['framework']}",
-        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, model.n_features]}],
+        "inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [-1]} if runtime.INPUT == "text"
+                   else {"name": "input-0", "datatype": "FP64", "shape": [-1, model.n_features]}],
         "outputs": [
             {"name": "predictions", "datatype": _class_datatype(classes), "shape": [-1]},
             {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)]},
@@ -169,7 +224,11 @@ async def model_infer(model_name: str, request: Request, state: State) -> JSONRe
         if not isinstance(body, dict):
             raise ProtocolError("the request must be a JSON object with 'inputs'")
         try:
-            rows = _input_rows(body, raw[cut:], model.n_features, state.settings.max_batch_size)
+            settings = state.settings
+            if runtime.INPUT == "text":
+                rows = _input_texts(body, raw[cut:], settings.max_batch_size, settings.max_text_chars)
+            else:
+                rows = _input_rows(body, raw[cut:], model.n_features, settings.max_batch_size)
         except ProtocolError:
             raise
         except Exception as problem:  # noqa: BLE001 (whatever else a malformed tensor breaks is the client's error)

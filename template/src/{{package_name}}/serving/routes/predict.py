@@ -10,8 +10,9 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from ... import runtime
 from ..batching import BatcherClosed
-from ..schemas import PredictRequestBase, PredictResponse, invalid, request_model
+from ..schemas import PredictRequestBase, PredictResponse, TextRequestBase, invalid, request_model, text_request_model
 from ..state import ServingState, State
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -21,9 +22,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_router(max_batch_size: int) -> APIRouter:
+def create_router(max_batch_size: int, max_text_chars: int = 10_000) -> APIRouter:
     router = APIRouter()
-    PredictRequest = request_model(max_batch_size)  # noqa: N806 (a class: this app's schema, with its MAX_BATCH_SIZE)
+    PredictRequest = (  # noqa: N806 (a class: this app's schema, with its MAX_BATCH_SIZE)
+        text_request_model(max_batch_size, max_text_chars) if runtime.INPUT == "text" else request_model(max_batch_size)
+    )
 
     @router.post("/predict", response_model=PredictResponse, responses=RESPONSES)
     async def predict(request: PredictRequest, state: State) -> Any:  # type: ignore[valid-type]
@@ -32,26 +35,31 @@ def create_router(max_batch_size: int) -> APIRouter:
     return router
 
 
-async def answer(request: PredictRequestBase, state: ServingState) -> Any:
+async def answer(request: PredictRequestBase | TextRequestBase, state: ServingState) -> Any:
     """Check the rows against the model, run them through the batcher (shared model calls), log the prediction."""
     loaded = state.serving()
     if loaded is None:
         return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
     started = time.perf_counter()
     rows = request.rows()
-    field = "features" if request.features is not None else "instances"
+    if isinstance(request, TextRequestBase):  # texts: the schema has checked them all
+        field, batch = ("text" if request.text is not None else "inputs"), np.asarray(rows, dtype=object)
+    else:
+        field, batch = ("features" if request.features is not None else "instances"), None
     if len(rows) > state.settings.max_batch_size:
         raise invalid((field,), f"batch of {len(rows)} rows is over MAX_BATCH_SIZE={state.settings.max_batch_size}")
-    for index, row in enumerate(rows):
-        if len(row) != loaded.n_features:
-            where = (field,) if request.features is not None else (field, index)
-            raise invalid(
-                where,
-                f"expected {loaded.n_features} features ({', '.join(loaded.metadata['feature_names'])}), "
-                f"got {len(row)}",
-            )
+    if batch is None:
+        for index, row in enumerate(rows):
+            if len(row) != loaded.n_features:
+                where = (field,) if field == "features" else (field, index)
+                raise invalid(
+                    where,
+                    f"expected {loaded.n_features} features ({', '.join(loaded.metadata['feature_names'])}), "
+                    f"got {len(row)}",
+                )
+        batch = np.asarray(rows, dtype=np.float64)
     try:
-        indices, proba = await state.batcher.infer(np.asarray(rows, dtype=np.float64), request.return_probabilities)
+        indices, proba = await state.batcher.infer(batch, request.return_probabilities)
     except BatcherClosed:
         return JSONResponse({"detail": "the server is shutting down"}, status_code=503)
     except ValueError as error:  # the model's own input checks
