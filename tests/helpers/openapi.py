@@ -21,6 +21,7 @@ import importlib, json, sys, types
 package = sys.argv[1]
 runtime = types.ModuleType(package + ".runtime")
 runtime.NAME = "native"; runtime.FRAMEWORK = "stand-in"; runtime.metadata = lambda: {}
+runtime.INPUT = sys.argv[2]  # "text" (framework=transformers) or "numbers": the request schemas differ
 sys.modules[runtime.__name__] = runtime
 try:
     factory = importlib.import_module(package + ".serving.app")
@@ -34,8 +35,10 @@ print(json.dumps(factory.create_app(settings).openapi(), indent=2, sort_keys=Tru
 
 def openapi_of(project: Path) -> dict[str, Any]:
     package = next(p.name for p in (project / "src").iterdir() if (p / "__init__.py").is_file())
+    answers = (project / ".copier-answers.yml").read_text()
+    kind = "text" if "\nframework: transformers\n" in answers else "numbers"
     env = {key: value for key, value in os.environ.items() if key not in ("MODEL_DIR", "MAX_BATCH_SIZE", "PORT")}
-    result = subprocess.run([sys.executable, "-c", DUMP, package], cwd=project, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", DUMP, package, kind], cwd=project, capture_output=True, text=True,
                             env={**env, "PYTHONPATH": str(project / "src")}, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
