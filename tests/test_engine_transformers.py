@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +244,24 @@ def test_a_base_model_that_cannot_be_used_ends_training_with_one_line(built: Bui
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output[-2000:]
     assert says in result.stdout.strip().splitlines()[-1] and "ERROR" in result.stdout.strip().splitlines()[-1], output
+
+
+def test_schemathesis_finds_no_server_error_on_the_text_routes(server, tmp_path) -> None:
+    """Generated bodies for the text schemas (strings of every kind, lists of them, wrong types): never a 5xx, and
+    some get past validation to the model (200)."""
+    st = Path(sys.executable).parent / "st"
+    (tmp_path / "schemathesis.toml").write_text(f'[parameters]\n"path.model_name" = "{MODEL_NAME}"\n')
+    har = tmp_path / "requests.har"
+    result = subprocess.run(
+        [str(st), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "40",
+         "--request-timeout", "20", "--workers", "2", "--no-color", "--report", "har", "--report-har-path", str(har)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    statuses: dict[str, set[int]] = {}
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        path = urllib.parse.urlsplit(entry["request"]["url"]).path
+        statuses.setdefault(path, set()).add(entry["response"]["status"])
+    assert all(code < 500 for codes in statuses.values() for code in codes), statuses
+    assert 200 in statuses.get("/predict", set()), statuses.get("/predict")
+    assert statuses.get(f"/v2/models/{MODEL_NAME}/infer", {404}) <= {200, 400, 405, 413}, statuses
