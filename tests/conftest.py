@@ -15,10 +15,10 @@ import pytest
 
 from helpers.answers import MATRIX, REPO
 from helpers.builds import Built, BundleServer, train_into
-from helpers.combos import (DEFAULT_COMBO, ENGINE_COMBOS, LOCK_PINS, TORCH_FRAMEWORKS, TORCH_INDEX_PORT,
-                            TORCH_INDEX_URL, TEXT_COMBOS, Combo)
+from helpers.combos import LOCK_PINS, TORCH_FRAMEWORKS, TORCH_INDEX_PORT, TORCH_INDEX_URL, Combo
 from helpers.containers import Container
 from helpers.engine import BUILD_LOG, SESSION_LABEL, docker_available, engine_required, image_tag, record_time, run, timed
+from helpers.footprint import Footprint, in_chain_order
 from helpers.once import Once
 from helpers.render import copier_cli, render
 from helpers.report import build_lines, coverage_lines
@@ -95,11 +95,12 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 
 
 PLANNED = pytest.StashKey[list]()
+FOOTPRINT = pytest.StashKey[Footprint]()
+BUILT = pytest.StashKey[Once]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Every test marked `engine` gets the engine fixture, so none can run (or silently pass) without one.
-    planned: dict[Combo, None] = {}
     for item in items:
         # with pytest-xdist (--dist loadgroup), the tests of one render run in one process: it renders once
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -107,13 +108,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             v.combo for v in params.values() if isinstance(getattr(v, "combo", None), Combo)]
         if renders:
             item.add_marker(pytest.mark.xdist_group(renders[0].id))
-        if item.get_closest_marker("engine"):
-            if "engine" not in getattr(item, "fixturenames", []):
-                item.fixturenames.insert(0, "engine")
-            planned[DEFAULT_COMBO] = None  # what most engine tests use without naming it
-            planned.update((v, None) for v in params.values() if v in ENGINE_COMBOS or v in TEXT_COMBOS)
-    # the engine chains these tests use, in the order they first need them (a prefetch builds them in that order)
-    config.stash[PLANNED] = list(planned)
+        if item.get_closest_marker("engine") and "engine" not in getattr(item, "fixturenames", []):
+            item.fixturenames.insert(0, "engine")
+
+
+@pytest.hookimpl(tryfirst=True)  # before --collect-only lists them
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # the engine tests chain by chain (after the deselection of -m and -k), so that each chain's images and build
+    # cache can go after its last test (helpers/footprint.py); the prefetch builds the chains in that order
+    session.config.stash[PLANNED] = in_chain_order(session.items)
+    session.config.stash[FOOTPRINT] = Footprint(session.items, int(os.environ.get("MLDT_BUILD_JOBS", "1")))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    yield  # the test's fixtures are torn down (a module's containers, when the module ends)
+    built = item.config.stash.get(BUILT, None)
+    if built is not None:
+        item.config.stash[FOOTPRINT].finished(item.nodeid, built)
 
 
 # ---- engine fixtures: one locked, built and trained project per engine chain, shared by the e2e tests -------------
@@ -168,9 +180,14 @@ def built_project(locked_project: Callable[[Combo], Path], request: pytest.Fixtu
     """Build train, train the model into models/ (baked mode), then build serve: once per combination. With
     MLDT_BUILD_JOBS=N (N > 1) the chains the collected tests use are built N at a time, beside the tests."""
 
+    footprint = request.config.stash[FOOTPRINT]
+
     def _built(combo: Combo) -> Built:
+        footprint.building(combo)
         project = locked_project(combo)
         built = Built(combo, project, image_tag(combo, "train"), image_tag(combo, "serve"), {})
+        if combo in footprint.released:  # a test that uses it without saying so (a `chain` marker says so)
+            record_time(f"{combo.id}: built again after its release", 0)
         built.build("train")
         extra: list[str] = []
         if combo.framework == "transformers":  # fine-tuned from a tiny encoder the tests make (no Hub here)
@@ -180,10 +197,12 @@ def built_project(locked_project: Callable[[Combo], Path], request: pytest.Fixtu
         return built
 
     once = Once(_built)
+    request.config.stash[BUILT] = once
     jobs = int(os.environ.get("MLDT_BUILD_JOBS", "1"))
     if jobs > 1:  # the tests mostly wait for the chain they need: N builders, not N - 1
-        once.prefetch(request.config.stash[PLANNED], jobs)
+        once.prefetch(request.config.stash[PLANNED], jobs, footprint.wait_for_room)
     yield once
+    footprint.close()
     once.close()
 
 

@@ -10,14 +10,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import yaml
 
 from helpers.answers import MATRIX
 from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS
-from helpers.engine import IMAGE_PREFIX, run
+from helpers.engine import IMAGE_PREFIX, remove_images, run
 from helpers.render import BIN
 
 pytestmark = pytest.mark.engine
@@ -27,13 +27,14 @@ STATIC_ONLY = {"scan", "sbom", "release"}
 
 
 @pytest.fixture(scope="module")
-def ci_project(locked_project: Callable[[Combo], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ci_project(locked_project: Callable[[Combo], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh copy of the locked default project (as `copier copy` left it), rendered with ci=github."""
     locked = locked_project(DEFAULT_COMBO)
     dst = tmp_path_factory.mktemp("ci-project") / "project"
     shutil.copytree(locked, dst)
     assert (dst / ".github/workflows/ci.yml").is_file(), "the default answers render the GitHub workflow"
-    return dst
+    yield dst
+    remove_images(f"{IMAGE_PREFIX}/ci-{DEFAULT_COMBO.id}")
 
 
 def env_for(project: Path, pypi_tool: Callable[[str, str], str]) -> dict[str, str]:

@@ -15,7 +15,7 @@ import yaml
 
 from helpers.builds import Built
 from helpers.combos import Combo, COMBOS, ENGINE_COMBOS, PAIRWISE_COMBOS
-from helpers.engine import free_port, IMAGE_PREFIX, run
+from helpers.engine import free_port, IMAGE_PREFIX, remove_images, run
 
 
 
@@ -84,6 +84,7 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
     finally:
         run(["docker", "compose", "--profile", "train", "down", "-v", "--remove-orphans"], cwd=project, env=env,
             check=False)
+        remove_images(env["IMAGE"])
     label = f"label=com.docker.compose.project={name}"
     for kind in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
         left = run(["docker", *kind, "-q", "--filter", label]).stdout.split()

@@ -157,6 +157,7 @@ def test_dev_server_reloads_an_edited_source_file(user_project: UserProject) -> 
         "the container must not have been restarted"
 
 
+@pytest.mark.chain(OTHER_FRAMEWORK)
 def test_another_framework_runs_the_notebook_too(built_project: Callable[[Combo], Built], tmp_path: Path) -> None:
     built = built_project(OTHER_FRAMEWORK)
     image = f"{IMAGE_PREFIX}/{OTHER_FRAMEWORK.id}:dev"

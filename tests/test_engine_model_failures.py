@@ -18,9 +18,9 @@ from helpers.builds import Built
 from helpers.combos import Combo, ENGINE_COMBOS
 from helpers.containers import Container
 
-pytestmark = pytest.mark.engine
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL")
 MOUNTED = next(c for c in ENGINE_COMBOS if c.model_source == "mounted")
+pytestmark = [pytest.mark.engine, pytest.mark.chain(MOUNTED)]
 DEADLINE_S = 20  # start-up included
 
 

@@ -55,4 +55,5 @@ def test_pip_secret_is_used_and_leaves_no_trace(built_project: Callable[[Combo],
                                 found.append(f"{member.name}:{entry.name}")
                 except tarfile.ReadError:
                     pass
+    archive.unlink()  # the size of the image, in the session's temporary folder until the session is long gone
     assert found == [], f"the secret is in the image: {found}"

@@ -18,8 +18,8 @@ from helpers.builds import Built
 from helpers.combos import TEXT_COMBOS
 from helpers.engine import SESSION_LABEL, run
 
-pytestmark = pytest.mark.engine
 COMBO = TEXT_COMBOS[0]
+pytestmark = [pytest.mark.engine, pytest.mark.chain(COMBO)]
 TEXTS = ["a wonderful film", "the service was terrible and the meal was dull, honestly the worst trip",
          "great", "what a boring show " * 40]  # the last one is over MAX_SEQ_LENGTH tokens: truncated
 

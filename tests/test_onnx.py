@@ -114,6 +114,7 @@ def onnx_server(onnx_built: Built):
 
 
 @pytest.mark.engine
+@pytest.mark.chain(ONNX)
 def test_metadata_records_onnxruntime_and_opset(onnx_built: Built) -> None:
     meta = onnx_built.metadata
     assert meta["serve_runtime"] == "onnx" and meta["artifact"] == "model.onnx" and meta["pickle_based"] is False
@@ -125,6 +126,7 @@ def test_metadata_records_onnxruntime_and_opset(onnx_built: Built) -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.chain(ONNX)
 def test_serve_image_has_onnxruntime_and_no_framework(onnx_built: Built) -> None:
     code = "import importlib.metadata as m; print(' '.join(sorted(d.metadata['Name'].lower() for d in m.distributions())))"
     installed = set(run(["docker", "run", "--rm", onnx_built.serve_image, "python", "-c", code]).stdout.split())
@@ -145,6 +147,7 @@ def test_serve_image_has_onnxruntime_and_no_framework(onnx_built: Built) -> None
 
 
 @pytest.mark.engine
+@pytest.mark.chain(ONNX)
 def test_ready_predict_and_metadata(onnx_server: Container, onnx_built: Built) -> None:
     assert onnx_server.http("GET", "/ready")[0] == 200
     status, body = onnx_server.http("POST", "/predict", {"features": ROW, "return_probabilities": True})
@@ -157,6 +160,7 @@ def test_ready_predict_and_metadata(onnx_server: Container, onnx_built: Built) -
 
 
 @pytest.mark.engine
+@pytest.mark.chain(DEFAULT_COMBO, ONNX)
 def test_predictions_equal_the_native_runtime(onnx_server: Container, onnx_built: Built,
                                               serve_container, built_project: Callable[[Combo], Built]) -> None:
     native = built_project(DEFAULT_COMBO)
@@ -175,6 +179,7 @@ def test_predictions_equal_the_native_runtime(onnx_server: Container, onnx_built
 
 
 @pytest.mark.engine
+@pytest.mark.chain(ONNX)
 def test_parity_failure_writes_no_artifact_and_exits_1(onnx_built: Built, tmp_path: Path) -> None:
     package = next((onnx_built.project / "src").iterdir()).name
     converter = tmp_path / "onnx_export.py"
@@ -196,6 +201,7 @@ def test_parity_failure_writes_no_artifact_and_exits_1(onnx_built: Built, tmp_pa
 
 
 @pytest.mark.engine
+@pytest.mark.chain(ONNX)
 def test_project_tests_pass_in_the_train_image(onnx_built: Built) -> None:
     """The generated tests (training, serving, the runtime's own metadata) on the locked onnxruntime and framework."""
     result = run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-e", "HOME=/tmp",

@@ -72,3 +72,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def remove_images(repository: str) -> None:
+    """Untag every image of `repository` (by tag: an image id may be shared with a chain's image); what no other
+    tag or container holds is deleted. An image a container still runs stays."""
+    if not shutil.which("docker"):
+        return
+    tags = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={repository}"],
+               check=False).stdout.split()
+    if tags:
+        run(["docker", "rmi", *tags], check=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers.builds import Built
-from helpers.engine import IMAGE_PREFIX, free_port, run
+from helpers.engine import IMAGE_PREFIX, free_port, remove_images, run
 
 USER = 1000
 
@@ -64,3 +64,4 @@ class UserProject:
 
     def down(self) -> None:
         self.compose("--profile", "dev", "--profile", "train", "down", "-v", "--remove-orphans", check=False)
+        remove_images(f"{IMAGE_PREFIX}/{self.name}")  # a user's builds: only disk once the project is down
