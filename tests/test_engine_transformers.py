@@ -5,6 +5,7 @@ file by file before loading; read-only root, non-root; no CUDA library and no to
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -224,6 +225,27 @@ def test_serve_image_within_its_budget_and_without_what_serving_never_imports(bu
     modules = [name.replace("-", "_") for name in excluded if name not in ("markdown-it-py",)] + ["pandas", "sklearn"]
     probe = f"import importlib.util; print([m for m in {modules!r} if importlib.util.find_spec(m)])"
     assert run(["docker", "run", "--rm", built.serve_image, "python", "-c", probe]).stdout.strip() == "[]"
+
+
+def test_a_hub_id_trains_offline_from_the_cache_volume(built: Built, tmp_path) -> None:
+    """The id path: the base model in HF_HOME in the Hub's cache layout, as the compose volume keeps it after a first
+    training online; offline, `main` resolves to the cached commit, which is recorded and printed to pin."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--mldt--tiny-encoder"
+    shutil.copytree(built.project.parent / "tiny-encoder", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    run(["chmod", "-R", "a+rwX", str(tmp_path / "hf")])  # the image's user owns the volume in compose
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0o777)
+    result = run(["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--network", "none",
+                  "-e", "HF_HUB_OFFLINE=1", "-e", "BASE_MODEL=mldt/tiny-encoder", "-e", "EPOCHS=1",
+                  "-v", f"{tmp_path / 'hf'}:/app/var/hf", "-v", f"{models}:/app/models", built.train_image],
+                 timeout=600)
+    meta = json.loads((models / "metadata.json").read_text())
+    assert meta["base_model"] == "mldt/tiny-encoder" and meta["base_model_revision"] == commit, meta
+    assert f"pin it with BASE_MODEL_REVISION={commit}" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("settings", "says"), [

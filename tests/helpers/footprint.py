@@ -20,6 +20,8 @@ from helpers.engine import IMAGE_PREFIX, remove_images, run
 # and the chains in use
 BUILD_CACHE_KEEP = os.environ.get("MLDT_BUILD_CACHE_KEEP", "6GB")
 CHAINS = ENGINE_COMBOS + TEXT_COMBOS
+# MLDT_KEEP_IMAGES=1: a developer's run that leaves every chain's images and cache (bench/text_batching.py uses one)
+KEEP_IMAGES = os.environ.get("MLDT_KEEP_IMAGES") == "1"
 
 
 def chains_of(item: pytest.Item) -> list[Combo]:
@@ -92,11 +94,13 @@ class Footprint:
     def trim(self, done: list[Combo], kept: list) -> None:
         """The released chains' images go; the build cache of the chains `kept` is touched (just used: the trim
         takes the released chains' cache first), and the cache is trimmed to BUILD_CACHE_KEEP."""
+        if KEEP_IMAGES:
+            return
         for chain in done:
             remove_images(f"{IMAGE_PREFIX}/{chain.id}")
         for built in kept:
             built.touch()
-        run(["docker", "builder", "prune", "--force", "--keep-storage", BUILD_CACHE_KEEP], check=False, timeout=600)
+        run(["docker", "builder", "prune", "--force", "--keep-storage", BUILD_CACHE_KEEP], timeout=600)
         run(["docker", "image", "prune", "--force"], check=False)  # images whose tag a rebuild moved on
 
     def close(self) -> None:

@@ -77,11 +77,14 @@ def base_source() -> tuple[str, str]:
 
 
 def resolve_revision(base: str, revision: str) -> str:
-    """The commit hash a Hub revision points at (a folder has none: its revision is recorded as given)."""
+    """The commit hash a Hub revision points at (a folder has none: its revision is recorded as given). Offline
+    (HF_HUB_OFFLINE=1), from the cache in HF_HOME, whose snapshot folders are named by their commits."""
     if Path(base).is_dir():
         return revision
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants, snapshot_download
 
+    if constants.HF_HUB_OFFLINE:
+        return Path(snapshot_download(base, revision=revision, local_files_only=True)).name
     return HfApi().model_info(base, revision=revision).sha or revision
 
 
