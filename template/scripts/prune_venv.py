@@ -41,8 +41,13 @@ PRUNE = [
     ("onnxruntime/tools", "ONNX Runtime's offline tools (model conversion, symbolic shapes): never imported to infer"),
     ("onnxruntime/quantization", "its model quantization tools: the same"),
     ("onnxruntime/transformers", "its transformer model optimizer and benchmarks: the same"),
+    ("torch/test", "PyTorch's C++ test programs (about 86 MB): executables, never loaded by the library"),
+    ("torch/bin/test_*", "more of PyTorch's C++ test programs (about 37 MB): the same"),
+    ("torch/bin/*StoreTest", "PyTorch's C++ tests of its distributed key-value stores: the same"),
+    ("torch/bin/protoc*", "the protobuf compiler, for building C++ code against PyTorch"),
 ]
-# Tried and kept: numpy/f2py (a build tool, but `from numpy import *`, which scipy's array API layer runs, imports
+# Tried and kept: torch/bin/torch_shm_manager (torch.multiprocessing shares CPU tensors through it);
+# numpy/f2py (a build tool, but `from numpy import *`, which scipy's array API layer runs, imports
 # every name in numpy.__all__, f2py included).
 
 
