@@ -23,16 +23,17 @@ from helpers.engine import engine_required, free_port, run
 USER = 1000
 # the oldest podman-compose that honours `depends_on: condition: service_healthy` is 1.3; a recent one is tested
 PODMAN_COMPOSE = "podman-compose==1.5.0"
-APT_PACKAGES = ["podman", "uidmap", "slirp4netns", "fuse-overlayfs"]
+# catatonit: kube play's pause process; podman only recommends it, and not at all where tini (Docker's) is installed
+APT_PACKAGES = ["podman", "uidmap", "slirp4netns", "fuse-overlayfs", "catatonit"]
 SUBORDINATE = "100000:65536"
 
 
 def ensure_podman() -> None:
     """Podman on the machine: installed here in CI (a prerequisite the session can install), else a clear skip."""
-    if shutil.which("podman") and shutil.which("newuidmap"):
+    if shutil.which("podman") and shutil.which("newuidmap") and shutil.which("catatonit"):
         return
     if not engine_required():
-        pytest.skip(f"rootless Podman tests skipped: podman or uidmap not installed (apt-get install {' '.join(APT_PACKAGES)})")
+        pytest.skip(f"rootless Podman tests skipped: podman, uidmap or catatonit not installed (apt-get install {' '.join(APT_PACKAGES)})")
     run(["apt-get", "update", "-q"], timeout=600)
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES], timeout=900,
         env={"DEBIAN_FRONTEND": "noninteractive"})
