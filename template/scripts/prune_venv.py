@@ -46,8 +46,8 @@ PRUNE = [
     ("torch/bin/*StoreTest", "PyTorch's C++ tests of its distributed key-value stores: the same"),
     ("torch/bin/protoc*", "the protobuf compiler, for building C++ code against PyTorch"),
 ]
-# Tried and kept: torch/bin/torch_shm_manager (torch.multiprocessing shares CPU tensors through it);
-# numpy/f2py (a build tool, but `from numpy import *`, which scipy's array API layer runs, imports
+# Kept on purpose: torch/bin/torch_shm_manager (torch.multiprocessing shares CPU tensors through it).
+# Tried and kept: numpy/f2py (a build tool, but `from numpy import *`, which scipy's array API layer runs, imports
 # every name in numpy.__all__, f2py included).
 
 
