@@ -100,6 +100,7 @@ done = function(summary, latency, requests)
     e.connect, e.read, e.write, e.timeout, latency:percentile(50), latency:percentile(99)))
 end
 """
+WRK_ERRORS = ("non2xx", "connect", "read", "write", "timeout")  # WRK_DONE's error counts
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -414,7 +415,7 @@ def measure(server: Server, args: argparse.Namespace, work: Path, tag: str) -> l
                 result.requests_s = stats["requests"] / seconds
                 result.rows_s = result.requests_s * rows
                 result.p50_ms, result.p99_ms = stats["p50_us"] / 1000, stats["p99_us"] / 1000
-                errors = {k: stats[k] for k in ("non2xx", "connect", "read", "write", "timeout") if stats[k]}
+                errors = {k: stats[k] for k in WRK_ERRORS if stats[k]}
                 if errors or not stats["requests"]:
                     detail = ", ".join(f"{v} {k}" for k, v in errors.items()) or "no requests"
                     result.failure = f"FAILED ({detail})"

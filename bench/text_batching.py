@@ -28,14 +28,13 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import serving  # noqa: E402  (bench/serving.py: containers, wrk in the container's network namespace)
-from serving import Server, run, start, wrk  # noqa: E402
+import serving  # (bench/serving.py: containers, wrk in the container's network namespace)
+from serving import Server, run, start, wrk
 
 IMAGE = "mldt-test/transformers-slim-baked-py3.11-uv-nodev-cinone-nok8s-built:serve"
 SHORT = "the service was quick and friendly"
 WORDS = ("great fast slow broken lovely awful support refund delivery price quality screen battery works "
          "again never always would recommend terrible excellent late early box manual").split()
-UID = 10001  # the python slim images' user (includes/matrix.yml)
 
 
 def mixed_texts(count: int = 200, seed: int = 0) -> list[str]:
@@ -73,8 +72,7 @@ def main() -> int:
         raise SystemExit("text_batching: run as root (wrk enters the container's network namespace)")
     if run(["docker", "image", "inspect", args.image], check=False).returncode != 0:
         raise SystemExit(f"text_batching: no image {args.image}: build it first (this script's docstring says how)")
-    hardened = ["--read-only", "--tmpfs", f"/tmp:uid={UID},gid={UID}", "--cap-drop", "ALL",
-                "--security-opt", "no-new-privileges:true", "-e", "WORKERS=1"]
+    hardened = [*serving.HARDENED, "-e", "WORKERS=1"]
     servers = [Server("batching on", args.image, 8000, hardened),
                Server("BATCHING=false", args.image, 8000, [*hardened, "-e", "BATCHING=false"])]
     scenarios = {"short": [SHORT], "mixed": mixed_texts()}
@@ -93,7 +91,7 @@ def main() -> int:
                         if args.warmup:
                             wrk(running, script, args.connections, args.warmup, args.client_cpu, 1)
                         stats = wrk(running, script, args.connections, args.duration, args.client_cpu, 1)
-                        errors = sum(stats[k] for k in ("non2xx", "connect", "read", "write", "timeout"))
+                        errors = sum(stats[k] for k in serving.WRK_ERRORS)
                         figures.setdefault((server.label, name), []).append(
                             {"texts_s": stats["requests"] / (stats["duration_us"] / 1e6), "errors": errors,
                              "p50": stats["p50_us"] / 1000, "p99": stats["p99_us"] / 1000})

@@ -18,8 +18,8 @@ PRUNED = ["numpy/_core/tests/test_a.py", "joblib/test/test_b.py", "numpy/__init_
           "numpy/random/lib/libnpyrandom.a", "numpy/_core/_simd.cpython-313-x86_64-linux-gnu.so",
           "numpy/_core/_umath_tests.cpython-313-x86_64-linux-gnu.so", "onnxruntime/capi/libonnxruntime.so.1.32.0",
           "onnxruntime/tools/symbolic_shape_infer.py", "onnxruntime/quantization/quantize.py",
-          "onnxruntime/transformers/optimizer.py", "torch/test/op_registration_test", "torch/bin/test_api", "torch/bin/TCPStoreTest",
-          "torch/bin/protoc-3.13.0.0"]
+          "onnxruntime/transformers/optimizer.py", "torch/test/op_registration_test", "torch/bin/test_api",
+          "torch/bin/TCPStoreTest", "torch/bin/protoc-3.13.0.0"]
 KEPT = ["numpy/__init__.py", "numpy/_core/_multiarray_umath.cpython-313-x86_64-linux-gnu.so",
         "numpy/f2py/__init__.py", "numpy/testing/__init__.py", "sklearn/utils/_testing.py", "sklearn/tree/_tree.py",
         "onnxruntime/capi/onnxruntime_pybind11_state.cpython-313-x86_64-linux-gnu.so",
