@@ -67,15 +67,15 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     root = render_combo(combo)
     dockerfile = Dockerfile.read(root / "Dockerfile")
     assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
-    expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
-    expected |= {"state"} if combo.model_source == "downloaded" or combo.log_predictions else set()
+    base = MATRIX["base_image"][combo.base_image]
+    # writable folders come from a stage of their own only where the serve image has no shell to make them
+    expected = STAGES | ({"state"} if (combo.model_source == "downloaded" or combo.log_predictions) and not base["shell"] else set())
     expected |= {"deps-dev", "dev"} if yaml.safe_load((root / ".copier-answers.yml").read_text())["dev_environment"] else set()
     assert set(dockerfile.stages) == expected
     assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
     assert dockerfile.global_args["LOCK_TOOL"] == combo.lock_tool
     assert dockerfile.global_args["LOCK_TOOL_VERSION"] == MATRIX["tools"][combo.lock_tool.replace("-", "_")]
     assert dockerfile.stages["lock"].base == "scratch"
-    base = MATRIX["base_image"][combo.base_image]
     # the train image runs on the builder: as the serve user where the template creates it, else as train_uid's
     for target, uid in (("train", base.get("train_uid", base["uid"])), ("serve", base["uid"])):
         chain = dockerfile.chain(target)
@@ -113,7 +113,8 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         assert serve.base == "serve-runtime" and dockerfile.stages["deps-serve"].base == "python-base"
         assert serve.index("COPY", "--from=deps-serve /opt/venv") < serve.index("COPY", "src/")
     if not base["shell"]:
-        assert not [i for st in dockerfile.chain("serve") if st.name != "python-base" for i in st.all("RUN")]
+        runs = [i for st in dockerfile.chain("serve") if st.name != "python-base" for i in st.all("RUN")]
+        assert all(i.exec_form() for i in runs), "no shell in the serve image: only exec-form RUN"
         assert serve.all("ENTRYPOINT")[0].args == "[]", "the distroless python ENTRYPOINT must be reset"
     health = serve.all("HEALTHCHECK")
     assert len(health) == 1 and health[0].exec_form(), "HEALTHCHECK must be exec form (no shell needed)"
@@ -131,10 +132,17 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         last = dockerfile.stages[target].instructions[-1]
         assert last.keyword == "COPY" and last.args == "src/ src/", last
     if combo.model_source == "baked":
-        assert serve.index("COPY", "models/") < serve.index("LABEL", "org.opencontainers.image.title")
+        # the model, checked by the image's Python (no shell needed), before the labels and the code
+        assert serve.index("COPY", "models/ models/") < serve.index("RUN", "models/metadata.json") \
+            < serve.index("LABEL", "org.opencontainers.image.title")
+        assert serve.all("RUN")[-1].exec_form()
     else:
         assert "models" not in copies, "only a baked image holds a model"
-    if combo.model_source == "downloaded":
+    state = [d for d in ("cache", "log") if d == "cache" and combo.model_source == "downloaded" or d == "log" and combo.log_predictions]
+    if state and base["shell"]:  # made with the serve user, owned by it
+        user = dockerfile.stages["serve-runtime"].all("RUN")[-1].args
+        assert "useradd" in user and all(f"/app/var/{d}" in user.split("chown", 1)[-1] for d in state), user
+    elif state:
         assert "--chown" in copies and "var/" in copies, "the download cache must be writable by the serve user"
 
 
