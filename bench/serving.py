@@ -25,6 +25,8 @@ What it does, in one run on one engine:
    docker-proxy in the path (so this script runs as root);
 5. per scenario (8 and 32 keep-alive connections x one row and 64-row batches): a warm-up, then --duration seconds
    of load; requests/s, rows/s, p50 and p99 from wrk, the container's memory from `docker stats` at the end.
+   For the generated servers also the model-bound limit: rows per second of model time and rows per model call,
+   from the deltas of /metrics' model_batch_rows and model_inference_duration_seconds over the measured load.
    --runs N interleaves N rounds (every server in turn: A, B, C, A, B, C, ...; a fresh container per server and
    round) and reports the median of each figure; "of floor" is the median of each round's requests/s over the
    floor's in the same round, same connections and rows per request.
@@ -132,6 +134,8 @@ class Result:
     failure: str = ""
     of_floor: float | None = None  # requests/s over the floor's (same round, connections and rows)
     spread: tuple[float, float] | None = None  # lowest and highest requests/s over the rounds
+    model_rows_s: float | None = None  # rows per second of model time: the model-bound limit on one CPU
+    rows_per_call: float | None = None
 
 
 @contextmanager
@@ -383,6 +387,21 @@ def wrk(running: Running, script: Path, connections: int, seconds: int, cpu: str
     return wrk_summary(run(cmd, timeout=seconds + 120).stdout)
 
 
+def model_counters(running: Running) -> tuple[float, float, float] | None:
+    """(rows, model calls, seconds in the model) so far, from a generated server's /metrics (every worker's)."""
+    if running.server.kind != "template":
+        return None
+    with network_of(running.pid), urllib.request.urlopen(running.base + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for name in ("model_batch_rows_sum", "model_batch_rows_count", "model_inference_duration_seconds_sum"):
+        found = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.MULTILINE)
+        if found is None:
+            return None
+        values[name] = float(found.group(1))
+    return tuple(values.values())
+
+
 def memory_mib(cid: str) -> float:
     usage = run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", cid]).stdout.split("/")[0].strip()
     number, unit = re.fullmatch(r"([0-9.]+)\s*([KMGT]?i?B)", usage).groups()
@@ -409,7 +428,12 @@ def measure(server: Server, args: argparse.Namespace, work: Path, tag: str) -> l
                       flush=True)
                 if args.warmup > 0:
                     wrk(running, script, connections, args.warmup, args.client_cpu, args.threads)
+                before = model_counters(running)
                 stats = wrk(running, script, connections, args.duration, args.client_cpu, args.threads)
+                after = model_counters(running)
+                if before and after and after[2] > before[2]:  # the model-bound limit: rows per call / time per call
+                    result.model_rows_s = (after[0] - before[0]) / (after[2] - before[2])
+                    result.rows_per_call = (after[0] - before[0]) / max(after[1] - before[1], 1)
                 result.memory_mib = memory_mib(running.cid)
                 seconds = stats["duration_us"] / 1e6
                 result.requests_s = stats["requests"] / seconds
@@ -443,7 +467,8 @@ def combine(rounds: list[list[Result]]) -> list[Result]:
         if failures:
             merged.failure = failures[0]
         else:
-            for name in ("requests_s", "rows_s", "p50_ms", "p99_ms", "memory_mib", "of_floor"):
+            for name in ("requests_s", "rows_s", "p50_ms", "p99_ms", "memory_mib", "of_floor", "model_rows_s",
+                         "rows_per_call"):
                 values = [getattr(r, name) for r in same if getattr(r, name) is not None]
                 setattr(merged, name, statistics.median(values) if values else None)
             rates = [r.requests_s for r in same]
@@ -458,7 +483,8 @@ def table(results: list[Result], runs: int) -> str:
                  if r.server.endswith(", BATCHING=false") and not r.failure}
     spread = runs > 1
     head = ["server", "connections", "rows/request", "requests/s", *(["requests/s range"] if spread else []),
-            "p50 ms", "p99 ms", "of floor", "rows/s", "memory MiB", "rows/s vs seed", "vs unbatched"]
+            "p50 ms", "p99 ms", "of floor", "rows/s", "model-bound rows/s (rows/call)", "memory MiB", "rows/s vs seed",
+            "vs unbatched"]
     lines = ["| " + " | ".join(head) + " |", "| --- | " + " | ".join("---:" for _ in head[1:]) + " |"]
     for r in results:
         cells: list[str] = [r.server, str(r.connections), str(r.rows)]
@@ -476,9 +502,13 @@ def table(results: list[Result], runs: int) -> str:
         if spread:
             cells.append(f"{r.spread[0]:.0f}-{r.spread[1]:.0f}" if r.spread else "-")
         cells += [f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.of_floor:.2f}" if r.of_floor is not None else "-",
-                  f"{r.rows_s:.0f}", f"{r.memory_mib:.0f}", vs_seed, own]
+                  f"{r.rows_s:.0f}", model_bound(r), f"{r.memory_mib:.0f}", vs_seed, own]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def model_bound(r: Result) -> str:
+    return f"{r.model_rows_s:.0f} ({r.rows_per_call:.1f})" if r.model_rows_s and r.rows_per_call else "-"
 
 
 def describe(server: Server) -> str:
