@@ -125,6 +125,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "serve_runtime": runtime.NAME,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
+        "platform": platform.machine(),  # x86_64 or aarch64: the server logs where it was trained and where it runs
         "artifact": runtime.ARTIFACT,
         "sha256": sha256_of(artifact),
         **({"files": file_hashes(artifact)} if artifact.is_dir() else {}),  # a folder: every file's sha256

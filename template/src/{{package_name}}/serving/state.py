@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Callable
@@ -123,7 +124,9 @@ class ServingState:
             self.peers.mark_loaded()
         meta = self.model.metadata
         self.metrics.model_loaded(meta, time.perf_counter() - started)
-        log.info("model ready: %s %s, sha256 %s", meta["framework"], meta["framework_version"], meta["sha256"][:12])
+        log.info("model ready: %s %s, sha256 %s, trained on %s, serving on %s", meta["framework"],
+                 meta["framework_version"], meta["sha256"][:12], meta.get("platform", "an unrecorded platform"),
+                 platform.machine())
 
     async def close(self) -> None:
         await self.batcher.close()  # uvicorn has let in-flight requests finish; anything left is cancelled
