@@ -1,11 +1,11 @@
 """Adaptive micro-batching: concurrent requests share one model call.
 
 A per-call cost dominates small requests (a 100-tree scikit-learn forest: about 1 ms per call for 1 to 64 rows), so
-gathering the rows of concurrent requests into one call multiplies throughput under load. Adaptive: a lone request on an idle
-server runs at once; requests that queue while the model is busy go together into the next call; the wait for more
-(BATCH_WAIT_MS) only applies while traffic is flowing (more than one request queued, or the call that just ended merged
-several), and never beyond BATCH_WAIT_MS after the oldest request arrived, nor once no other request is on its way
-(Arrivals: with 8 clients whose 8 requests are all in the batch, waiting longer only adds latency).
+gathering the rows of concurrent requests into one call multiplies throughput under load. Adaptive: a lone request on
+an idle server runs at once; requests that queue while the model is busy go together into the next call; the wait for
+more (BATCH_WAIT_MS) only applies while traffic is flowing (more than one request queued, or the call that just ended
+merged several), and never beyond BATCH_WAIT_MS after the oldest request arrived, nor once no other request is on its
+way (Arrivals: with 8 clients whose 8 requests are all in the batch, waiting longer only adds latency).
 
 A model call that takes longer than INLINE_MAX_S (a moving average) runs in one dedicated thread, off the event loop;
 a shorter one (ONNX Runtime on a small forest: tens of microseconds) runs on the loop itself, where handing it to a
