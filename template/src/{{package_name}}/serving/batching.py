@@ -8,8 +8,10 @@ merged several), and never beyond BATCH_WAIT_MS after the oldest request arrived
 way (Arrivals: with 8 clients whose 8 requests are all in the batch, waiting longer only adds latency).
 
 A model call that takes longer than INLINE_MAX_S (a moving average) runs in one dedicated thread, off the event loop;
-a shorter one (ONNX Runtime on a small forest: tens of microseconds) runs on the loop itself, where handing it to a
-thread and back would cost more than the call. Plain and probability requests are batched apart
+a shorter one (ONNX Runtime on a small forest: tens of microseconds; a 100-tree scikit-learn forest: about 1 ms) runs
+on the loop itself. A thread buys little for a short call: the loop has only the next batch to gather meanwhile, and
+the two threads' turns at the GIL (Python hands it over every 5 ms) became the p99 (8.3 ms against 4.9 ms inline, for
+the scikit-learn default at 8 connections; BENCHMARKS.md). Plain and probability requests are batched apart
 (predict and argmax(predict_proba) can differ), so every request gets what it would have got alone. When a batch
 raises, each of its requests is run again alone: only the request that causes the error gets it.
 """
@@ -29,7 +31,7 @@ import numpy as np
 Result = tuple[list[int], "np.ndarray | None"]
 ModelCall = Callable[[np.ndarray, bool], Result]
 IDLE_S = 0.1  # no model call for this long: the next request is a lone one and runs at once
-INLINE_MAX_S = 0.0005  # model calls shorter than this on average run on the event loop (blocking it that long)
+INLINE_MAX_S = 0.003  # model calls shorter than this on average run on the event loop (blocking it that long)
 
 
 class BatchMetrics(Protocol):
