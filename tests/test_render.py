@@ -68,9 +68,11 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     dockerfile = Dockerfile.read(root / "Dockerfile")
     assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
     base = MATRIX["base_image"][combo.base_image]
-    # writable folders come from a stage of their own only where the serve image has no shell to make them
+    # the serve user's writable folders: the download cache, the prediction log
+    state = [d for d, wanted in (("cache", combo.model_source == "downloaded"), ("log", combo.log_predictions)) if wanted]
     expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
-    expected |= {"state"} if (combo.model_source == "downloaded" or combo.log_predictions) and not base["shell"] else set()
+    # they come from a stage of their own only where the serve image has no shell to make them
+    expected |= {"state"} if state and not base["shell"] else set()
     expected |= {"deps-dev", "dev"} if yaml.safe_load((root / ".copier-answers.yml").read_text())["dev_environment"] else set()
     assert set(dockerfile.stages) == expected
     assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
@@ -137,7 +139,6 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         assert "models/metadata.json" in dockerfile.stages["model"].all("RUN")[0].args
     else:
         assert "models" not in copies, "only a baked image holds a model"
-    state = [d for d in ("cache", "log") if d == "cache" and combo.model_source == "downloaded" or d == "log" and combo.log_predictions]
     if state and base["shell"]:  # made with the serve user, owned by it
         user = dockerfile.stages["serve-runtime"].all("RUN")[-1].args
         assert "useradd" in user and all(f"/app/var/{d}" in user.split("chown", 1)[-1] for d in state), user
