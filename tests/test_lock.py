@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from packaging.requirements import Requirement
 
 from helpers.answers import choices, MATRIX, REPO
 from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS
@@ -34,8 +35,10 @@ def pins(path: Path) -> dict[str, str]:
     return {name.lower().replace("_", "-"): version for name, version in found.items()}
 
 
-def requirement_names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower() for r in requirements}
+def requirement_names(requirements: list[str], machine: str = "x86_64") -> set[str]:
+    """The package names of the matrix's requirements that apply on `machine` (the engine's: x86_64)."""
+    return {Requirement(r).name.lower() for r in requirements
+            if Requirement(r).marker is None or Requirement(r).marker.evaluate({"platform_machine": machine})}
 
 
 def assert_good_locks(project: Path, python: str, framework: str = "sklearn", tool: str = "pip-tools",

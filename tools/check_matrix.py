@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Check includes/matrix.yml against the package index: `make check-matrix`, run in CI.
 
-For every framework x Python x variant (CPU, ONNX, GPU per CUDA release) the declared packages must resolve to a
-Linux x86_64 wheel for that Python and the images' glibc, and their CUDA dependencies (nvidia-*-cuNN, including
+For every platform x framework x Python x variant (CPU, ONNX, GPU per CUDA release) the declared packages (those
+whose platform_machine marker holds there) must resolve to a Linux wheel of that machine (x86_64, aarch64) for that
+Python and the images' glibc, and their CUDA dependencies (nvidia-*-cuNN, including
 those behind extras such as tensorflow[and-cuda]) must match the declared CUDA major; CPU and ONNX sets must pull
 no CUDA at all. Image tags must follow the CUDA data. Prints one line per drift and exits 1; exits 2 when the index
 cannot be asked (after bounded retries), 0 when everything matches.
@@ -46,11 +47,27 @@ class Check:
     glibc: int
     cuda_major: str | None = None  # expected CUDA major of the GPU variant; None: no CUDA allowed
     index: str | None = None
+    machine: str = "x86_64"
     problems: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
-        return f"framework={self.framework} python={self.python} {self.variant}"
+        where = "" if self.machine == "x86_64" else f"{self.machine} "
+        return f"{where}framework={self.framework} python={self.python} {self.variant}"
+
+
+def for_machine(requirements: list[str], machine: str, python: str) -> list[str]:
+    """The requirements that apply on `machine`, without their markers: pip evaluates markers against the machine it
+    runs on, not against --platform."""
+    env = {**default_environment(), "python_version": python, "platform_system": "Linux", "sys_platform": "linux",
+           "platform_machine": machine}
+    kept = []
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate(env):
+            requirement.marker = None
+            kept.append(str(requirement))
+    return kept
 
 
 def load_matrix(path: Path) -> dict:
@@ -59,36 +76,43 @@ def load_matrix(path: Path) -> dict:
 
 def checks(matrix: dict, torch_index: str | None) -> tuple[list[Check], list[str]]:
     found, unchecked = [], []
-    for name, fw in matrix["framework"].items():
-        for python in fw["pythons"]:
-            glibc = GLIBC[matrix["python"][python]["debian"]]
-            index = fw.get("index")
-            if index and "{torch_index_url}" in index:
-                if not torch_index:
-                    unchecked.append(f"framework={name} python={python}: {index.split('/')[-1]} wheels come from "
-                                     "PyTorch's index, not reachable from here (--torch-index URL checks them)")
+    for platform, machine in ((p, spec["machine"]) for p, spec in matrix["platforms"].items()):
+        for name, fw in matrix["framework"].items():
+            for python in fw["pythons"]:
+                glibc = GLIBC[matrix["python"][python]["debian"]]
+                index = fw.get("index")
+                if index and "{torch_index_url}" in index:
+                    if not torch_index:
+                        unchecked.append(f"{platform} framework={name} python={python}: {index.split('/')[-1]} "
+                                         "wheels come from PyTorch's index, not reachable from here (--torch-index "
+                                         "URL checks them)")
+                        continue
+                    index = index.replace("{torch_index_url}", torch_index)
+                found.append(Check(name, python, "cpu", for_machine(fw["serve"] + fw["train"], machine, python), glibc,
+                                   index=index, machine=machine))
+                if fw.get("onnx"):
+                    found.append(Check(name, python, "onnx", for_machine(fw["onnx"]["serve"] + fw["onnx"]["train"],
+                                                                         machine, python), glibc, machine=machine))
+                gpu = fw.get("gpu") or {}
+                if platform not in gpu.get("platforms", [platform]) or python not in gpu.get("pythons", fw["pythons"]):
                     continue
-                index = index.replace("{torch_index_url}", torch_index)
-            found.append(Check(name, python, "cpu", fw["serve"] + fw["train"], glibc, index=index))
-            if fw.get("onnx"):
-                found.append(Check(name, python, "onnx", fw["onnx"]["serve"] + fw["onnx"]["train"], glibc))
-            gpu = fw.get("gpu") or {}
-            for release in gpu.get("cuda", []) if python in gpu.get("pythons", fw["pythons"]) else []:
-                cuda = matrix["cuda"][release]
-                serve = fw["gpu"].get("serve", fw["serve"])
-                if isinstance(serve, dict):
-                    serve = serve[cuda["major"]]
-                gpu_index = fw["gpu"].get("index")
-                if gpu_index:
-                    gpu_index = gpu_index.replace("{torch_index_url}", torch_index or "").replace(
-                        "{torch_cuda}", cuda["torch_index"])
-                found.append(Check(name, python, f"gpu-cuda{release}", serve, glibc, cuda["major"], gpu_index))
+                for release in gpu.get("cuda", []):
+                    cuda = matrix["cuda"][release]
+                    serve = fw["gpu"].get("serve", fw["serve"])
+                    if isinstance(serve, dict):
+                        serve = serve[cuda["major"]]
+                    gpu_index = fw["gpu"].get("index")
+                    if gpu_index:
+                        gpu_index = gpu_index.replace("{torch_index_url}", torch_index or "").replace(
+                            "{torch_cuda}", cuda["torch_index"])
+                    found.append(Check(name, python, f"gpu-cuda{release}", for_machine(serve, machine, python), glibc,
+                                       cuda["major"], gpu_index, machine=machine))
     return found, unchecked
 
 
-def platforms(glibc: int) -> list[str]:
-    tags = [f"manylinux_2_{minor}_x86_64" for minor in range(17, glibc + 1)]
-    return [*tags, "manylinux2014_x86_64", "linux_x86_64"]
+def platforms(glibc: int, machine: str) -> list[str]:
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(17, glibc + 1)]
+    return [*tags, f"manylinux2014_{machine}", f"linux_{machine}"]
 
 
 def resolve(check: Check, retries: int, timeout: float) -> dict | str:
@@ -99,7 +123,7 @@ def resolve(check: Check, retries: int, timeout: float) -> dict | str:
                "--only-binary", ":all:", "--python-version", check.python, "--implementation", "cp",
                "--target", str(Path(tmp) / "target"), "--report", str(report),
                "--retries", "2", "--timeout", "30"]
-        for tag in platforms(check.glibc):
+        for tag in platforms(check.glibc, check.machine):
             cmd += ["--platform", tag]
         if check.index:
             cmd += ["--index-url", check.index]
@@ -121,7 +145,7 @@ def resolve(check: Check, retries: int, timeout: float) -> dict | str:
                               f"{error.strip().splitlines()[-1] if error.strip() else 'no output'}")
 
 
-def cuda_majors(metadata: dict, extras: set[str], python: str) -> set[str]:
+def cuda_majors(metadata: dict, extras: set[str], python: str, machine: str) -> set[str]:
     majors = set()
     for text in metadata.get("requires_dist") or []:
         requirement = Requirement(text)
@@ -129,7 +153,7 @@ def cuda_majors(metadata: dict, extras: set[str], python: str) -> set[str]:
         if not match:
             continue
         env = {**default_environment(), "python_version": python, "platform_system": "Linux",
-               "sys_platform": "linux", "platform_machine": "x86_64"}
+               "sys_platform": "linux", "platform_machine": machine}
         if requirement.marker is None or any(requirement.marker.evaluate({**env, "extra": e}) for e in extras | {""}):
             majors.add(match.group(1))
     return majors
@@ -140,12 +164,12 @@ def verify(check: Check, retries: int, timeout: float) -> Check:
     if isinstance(answer, str):
         missing = re.findall(r"No matching distribution found for (.+)", answer)
         what = ", ".join(repr(m.strip()) for m in missing) or answer.strip().splitlines()[-1]
-        check.problems.append(f"{check.name}: no Linux x86_64 wheel (glibc 2.{check.glibc}) for {what}")
+        check.problems.append(f"{check.name}: no Linux {check.machine} wheel (glibc 2.{check.glibc}) for {what}")
         return check
     extras = {e for r in check.requirements for e in Requirement(r).extras}
     for item in answer["install"]:
         meta = item["metadata"]
-        majors = cuda_majors(meta, extras, check.python)
+        majors = cuda_majors(meta, extras, check.python, check.machine)
         label = f"{meta['name']} {meta['version']}"
         if check.cuda_major is None and majors:
             check.problems.append(f"{check.name}: {label} pulls CUDA {'/'.join(sorted(majors))} libraries into a "

@@ -14,7 +14,8 @@ PODMAN_SOCKET ?= $(or $(XDG_RUNTIME_DIR),/tmp/podman-run-$(shell id -u))/podman/
 COMPOSE_FILES := -f compose.yaml $(if $(filter-out 0,$(shell id -u)),$(addprefix -f ,$(wildcard compose.podman.yaml compose.podman.dev.yaml)))
 COMPOSE = $(if $(PODMAN_COMPOSE_VERSION),podman-compose,docker compose) $(COMPOSE_FILES)
 BUILD_FLAGS = --format docker --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
-  --build-arg CREATED=$(CREATED) --build-arg SOURCE=$(SOURCE) --secret id=pipconf,src=$(PIP_CONF)
+  --build-arg CREATED=$(CREATED) --build-arg SOURCE=$(SOURCE) --secret id=pipconf,src=$(PIP_CONF) \
+  $(if $(PLATFORM),--platform $(PLATFORM))
 # the image compose.yaml names for target $(1) (serve: the plain tag; train, dev: a suffix)
 image_of = $(IMAGE):$(TAG)$(if $(filter-out serve,$(1)),-$(1))
 build_image = podman build $(BUILD_FLAGS) --target $(1) -t $(call image_of,$(1)) .
@@ -43,7 +44,7 @@ endif
 endif
 
 # the CI image targets (make/checks.mk); release pushes buildx's provenance and SBOM attestations, Docker's only
-BUILDX = podman build --format docker
+BUILDX = podman build --format docker$(if $(PLATFORM), --platform $(PLATFORM))
 ifneq ($(filter release,$(MAKECMDGOALS)),)
 $(error make release needs docker buildx (provenance and SBOM attestations, which Podman cannot attach): run it with ENGINE=docker)
 endif

@@ -5,6 +5,7 @@ one rule, one place."""
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,11 @@ def choices(question: str) -> list[Any]:
     if spec.get("type") == "bool":
         return [False, True]
     offered = spec.get("choices", {})
-    return list(offered.values()) if isinstance(offered, dict) else list(offered)
+    values = list(offered.values()) if isinstance(offered, dict) else list(offered)
+    if spec.get("multiselect"):  # every non-empty selection, comma-joined in the choices' order, the largest first
+        return [",".join(chosen) for size in range(len(values), 0, -1)
+                for chosen in itertools.combinations(values, size)]
+    return values
 
 
 # The questions whose every value the covering sets combine: those with choices, and the booleans
@@ -93,6 +98,8 @@ def complete(answers: dict[str, Any]) -> dict[str, Any]:
         if not asked(name, context):
             continue
         context[name] = answers[name] if name in answers else _cast(spec, _render(spec.get("default"), context))
+        if spec.get("multiselect") and isinstance(context[name], str):  # a selection as choices() names it
+            context[name] = context[name].split(",")
     return {name: context[name] for name in QUESTIONS if name in context}
 
 

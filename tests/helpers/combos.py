@@ -17,7 +17,11 @@ from helpers.pairs import CONSTRAINED, constrained_rows, covering_rows
 # What this machine (and CI) cannot build or run: no python:3.12 or nvidia/cuda image, no GPU, and PyTorch's wheel
 # (served from the local disk, PyTorch's index being out of reach) exists for CPython 3.11 only. Combinations with
 # such an answer are checked statically and say `static-only` in their ids. The one exemption list.
-NOT_BUILDABLE: dict[str, set[Any]] = {"python_version": {"3.12"}, "base_image": {"nvidia-cuda"}, "gpu": {True}}
+# The engine's stand-ins under the real image names are amd64 only: a chain with arm64 among its platforms cannot lock
+# or build through them; tests/test_engine_platforms.py builds the default platforms (PLATFORM_COMBOS) through a
+# registry that holds both, and arm64 alone is checked statically.
+NOT_BUILDABLE: dict[str, set[Any]] = {"python_version": {"3.12"}, "base_image": {"nvidia-cuda"}, "gpu": {True},
+                                      "platforms": {"linux/arm64"}}
 NOT_BUILDABLE_PYTHONS = {"pytorch": {"3.12", "3.13"}, "transformers": {"3.12", "3.13"}}
 # the frameworks whose torch comes from the tests' local index (helpers/torch_index.py)
 TORCH_FRAMEWORKS = {"pytorch", "transformers"}
@@ -42,6 +46,8 @@ class Combo:
     gpu: bool = False
     lock_tool: str = "pip-tools"
     serve_runtime: str = "native"
+    # comma-joined, as helpers.answers.choices names a selection; not Copier's default (both): see NOT_BUILDABLE
+    platforms: str = "linux/amd64"
     cuda_version: str | None = None
     cuda_flavor: str | None = None
     log_predictions: bool = False
@@ -52,6 +58,7 @@ class Combo:
     @property
     def answers(self) -> dict[str, Any]:
         given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        given["platforms"] = self.platforms.split(",")
         extra = {"torch_index_url": TORCH_INDEX_URL} if self.framework in TORCH_FRAMEWORKS else {}
         return {**DEFAULT_ANSWERS, **given, **extra}
 
@@ -67,7 +74,7 @@ class Combo:
 
     @property
     def id(self) -> str:
-        if self in ENGINE_COMBOS or self in TEXT_COMBOS or self in LOCK_TOOL_TWINS:
+        if self in ENGINE_COMBOS or self in TEXT_COMBOS or self in LOCK_TOOL_TWINS or self in PLATFORM_COMBOS:
             kind = "built"
         elif self.buildable:
             kind = "rendered"  # buildable, but each of its answers is built in another combination
@@ -78,7 +85,8 @@ class Combo:
             self.cuda_flavor, self.model_source, f"py{self.python_version}",
             self.lock_tool != "pip-tools" and self.lock_tool, self.serve_runtime != "native" and self.serve_runtime,
             self.log_predictions and "log", not self.dev_environment and "nodev",
-            self.ci != "github" and f"ci{self.ci}", not self.kubernetes and "nok8s", kind,
+            self.ci != "github" and f"ci{self.ci}", not self.kubernetes and "nok8s",
+            self.platforms != "linux/amd64" and self.platforms.replace("linux/", "").replace(",", "+"), kind,
         ]
         return "-".join(p for p in parts if p)
 
@@ -92,6 +100,7 @@ def allowed(combo: Combo) -> bool:
     return not refusals(combo.answers)
 
 
+# Copier's defaults, but for platforms: amd64, the one platform the engine's stand-ins have under the real names
 DEFAULT_COMBO = Combo(*(QUESTIONS[q]["default"] for q in ("python_version", "framework", "base_image", "model_source")))
 # The product of the answers that shape the images, each framework with serve_runtime=onnx on the default image
 # (pytorch on the Python whose wheel is here) and distroless once: rendered and checked statically (hadolint,
@@ -145,6 +154,8 @@ ENGINE_COMBOS = [
 # (tests/test_engine_transformers.py), trained from a tiny encoder the tests make; the chains above take numbers.
 TEXT_COMBOS = [Combo("3.11", "transformers", "slim", "baked", lock_tool="uv", dev_environment=False, ci="none",
                      kubernetes=False)]
+# Copier's default platforms, amd64 and arm64: the default render's whole chain on both (tests/test_engine_platforms.py)
+PLATFORM_COMBOS = [replace(DEFAULT_COMBO, platforms="linux/amd64,linux/arm64")]
 DEV_BUILDS = [c for c in ENGINE_COMBOS if c.dev_environment]
 ONNX_BUILDS = [c for c in ENGINE_COMBOS if c.serve_runtime == "onnx"]
 # lock_tool=uv against pip-tools, pins and hashes, on the default and on PyTorch (a framework with its own wheel
@@ -154,7 +165,7 @@ LOCK_TOOL_TWINS = [replace(c, lock_tool="uv") for c in ENGINE_COMBOS[:2]]
 
 def engine_carriers() -> dict[tuple[str, Any], list[Combo]]:
     """Each offered value of each choice question -> the engine chains that build and run it."""
-    chains = ENGINE_COMBOS + TEXT_COMBOS
+    chains = ENGINE_COMBOS + TEXT_COMBOS + PLATFORM_COMBOS
     return {(q, v): [c for c in chains if getattr(c, q) == v] for q in CHOICE_QUESTIONS for v in choices(q)}
 
 

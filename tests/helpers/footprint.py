@@ -35,15 +35,19 @@ def chains_of(item: pytest.Item) -> list[Combo]:
 
 def in_chain_order(items: list[pytest.Item]) -> list[Combo]:
     """Sort the engine tests (in place, after the others) chain by chain, each chain's tests in their collected
-    order, the chains in the order of their first test; return the chains in that order."""
+    order, the chains in the order of their first test; return the chains in that order (the shared fixtures'
+    chains only: those they build)."""
     order: dict[Combo, int] = {}
     for item in items:
         if item.get_closest_marker("engine"):
             order.setdefault(chains_of(item)[0], len(order))
+    # a chain its own module builds (not one of CHAINS: the platforms' chain, whose arm64 stand-ins .ci/run builds
+    # beside the static level) goes last
+    order = {chain: rank + (0 if chain in CHAINS else len(order)) for chain, rank in order.items()}
     rank = {id(item): (1, order[chains_of(item)[0]]) if item.get_closest_marker("engine") else (0, 0)
             for item in items}
     items.sort(key=lambda item: rank[id(item)])  # stable: the collected order within a chain
-    return list(order)
+    return [chain for chain in sorted(order, key=order.get) if chain in CHAINS]
 
 
 class Footprint:

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Push the train and serve images for every platform of the Dockerfile's PLATFORMS as one image index each (make
+release). Standard library only.
+
+    REGISTRY_IMAGE=ghcr.io/owner/name REVISION=<commit> [RELEASE_VERSION=v1.2.0] python3 scripts/release.py
+
+Tags: the commit and the version (git tag), never `latest`; `-train` for the train image. Each node pulling the
+index gets its own platform's image. Writes digests.md (a table for the CI summary) and digests.env
+(TRAIN_DIGEST=..., SERVE_DIGEST=...: <registry>/<name>@sha256:... of the index; one line per platform too).
+
+With a builder that builds several platforms at once (buildx's docker-container driver, as CI sets up) all
+platforms are one build, pushed with provenance and SBOM attestations. Docker's built-in `docker` driver builds one
+platform at a time and attaches no attestations: each platform is built, pushed under a per-platform tag, and the
+index is assembled from their digests (`docker buildx imagetools create`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TARGETS = {"train": "-train", "serve": ""}
+
+
+def say(msg: str) -> None:
+    print(f"release: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], capture: bool = False) -> str:
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+    result = subprocess.run(cmd, check=False, text=True, stdout=subprocess.PIPE if capture else None)
+    if result.returncode != 0:
+        raise SystemExit(f"release: `{' '.join(cmd[:4])} ...` failed (exit {result.returncode}): see its output above")
+    return result.stdout or ""
+
+
+def builder_driver() -> str:
+    out = run(["docker", "buildx", "inspect"], capture=True)
+    found = re.search(r"^Driver:\s*(\S+)", out, re.MULTILINE)
+    return found.group(1) if found else "docker"
+
+
+def platforms_of(dockerfile: Path) -> list[str]:
+    found = re.search(r"^ARG PLATFORMS=(\S+)", dockerfile.read_text(), re.MULTILINE)
+    return found.group(1).split(",") if found else []
+
+
+def index_platforms(ref: str) -> dict[str, str]:
+    """{platform: digest} of an index's images (attestation manifests, platform unknown/unknown, left out)."""
+    raw = json.loads(run(["docker", "buildx", "imagetools", "inspect", "--raw", ref], capture=True))
+    found = {}
+    for manifest in raw.get("manifests", []):
+        spec = manifest.get("platform", {})
+        if spec.get("os") != "unknown":
+            found[f"{spec.get('os')}/{spec.get('architecture')}"] = manifest["digest"]
+    return found
+
+
+def main() -> int:
+    registry = os.environ.get("REGISTRY_IMAGE", "")
+    image = os.environ.get("IMAGE", "")
+    if not registry or registry == image:
+        say("set REGISTRY_IMAGE=<registry>/<owner>/<name> (CI sets it)")
+        return 1
+    revision, version = os.environ.get("REVISION", "unknown"), os.environ.get("RELEASE_VERSION", "")
+    args = shlex.split(os.environ.get("BUILDX_ARGS", "")) + shlex.split(os.environ.get("BUILDX_FLAGS", ""))
+    platforms = platforms_of(Path("Dockerfile"))
+    if not platforms:
+        say("the Dockerfile has no `ARG PLATFORMS=` line: add one (linux/amd64,linux/arm64), then run make lock")
+        return 1
+    driver = builder_driver()
+    if driver == "docker":
+        say("the builder is Docker's built-in `docker` driver: one platform per build, no provenance or SBOM "
+            "attestations (`docker buildx create --use` makes a builder that attaches them)")
+    digests: dict[str, tuple[str, dict[str, str]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for target, suffix in TARGETS.items():
+            tags = [f"{registry}:{revision}{suffix}"] + ([f"{registry}:{version}{suffix}"] if version else [])
+            if driver != "docker":
+                meta = Path(tmp) / f"{target}.json"
+                run(["docker", "buildx", "build", "--push", "--platform", ",".join(platforms), "--target", target,
+                     *[a for t in tags for a in ("-t", t)], "--provenance=mode=max", "--sbom=true",
+                     "--metadata-file", str(meta), *args, "."])
+                index = json.loads(meta.read_text())["containerimage.digest"]
+            else:
+                parts = []
+                for platform in platforms:
+                    tag = f"{registry}:{revision}{suffix}-{platform.replace('/', '-')}"
+                    run(["docker", "buildx", "build", "--load", "--platform", platform, "--target", target,
+                         "-t", tag, *args, "."])
+                    run(["docker", "push", "--quiet", tag])
+                    pushed = json.loads(run(["docker", "image", "inspect", tag], capture=True))[0]["RepoDigests"]
+                    parts += [d for d in pushed if d.startswith(registry + "@")][:1]
+                run(["docker", "buildx", "imagetools", "create", *[a for t in tags for a in ("-t", t)], *parts])
+                inspected = run(["docker", "buildx", "imagetools", "inspect", tags[0]], capture=True)
+                index = re.search(r"^Digest:\s*(sha256:[0-9a-f]{64})", inspected, re.MULTILINE).group(1)
+            images = index_platforms(f"{registry}@{index}")
+            missing = sorted(set(platforms) - set(images))
+            if missing:
+                raise SystemExit(f"release: the {target} index {registry}@{index} lacks {', '.join(missing)}")
+            digests[target] = (index, images)
+    table = ["| image | platform | digest |", "| --- | --- | --- |"]
+    env = []
+    for target, (index, images) in digests.items():
+        print(f"{target}: {registry}@{index} ({', '.join(images)})")
+        table.append(f"| {target} | {', '.join(images)} (index) | `{registry}@{index}` |")
+        env.append(f"{target.upper()}_DIGEST={registry}@{index}")
+        for platform, digest in images.items():
+            print(f"  {platform}: {registry}@{digest}")
+            table.append(f"| {target} | {platform} | `{registry}@{digest}` |")
+            env.append(f"{target.upper()}_DIGEST_{platform.replace('/', '_').upper()}={registry}@{digest}")
+    Path("digests.md").write_text("\n".join(table) + "\n")
+    Path("digests.env").write_text("\n".join(env) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
