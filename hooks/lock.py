@@ -20,7 +20,10 @@ Order of preference:
    Desktop), then merged into one lock per .in: a pin all platforms share is written once with every hash, a pin
    that differs (PyTorch's `torch==X+cpu` on x86_64, `torch==X` on aarch64) or exists on one platform only is
    written once per platform with a `platform_machine` marker. The platforms are always compiled in PLATFORMS'
-   order, so an arm64 laptop and an amd64 CI runner write the same bytes.
+   order, so an arm64 laptop and an amd64 CI runner write the same bytes. With several platforms the compiles
+   resolve only, and the hashes come from the package indexes' own listings (sha256 of every file of each pinned
+   version), fetched here: pip-tools would otherwise download every file of every pin inside the emulated image
+   wherever the index has no JSON API (mirrors, proxies). A pin with no hashed file on any index fails the lock.
 2. A local pip-compile (or uv), only on Linux with the same Python minor version and machine as the images, and
    only for a single platform.
 3. Otherwise, instructions, and exit 0 (`--strict` makes it exit 1): a project is never left broken by locking.
@@ -37,18 +40,23 @@ without network or Docker, so CI and a pre-commit hook can refuse a lock that is
 from __future__ import annotations
 
 import argparse
+import base64
 import configparser
 import hashlib
+import json
 import os
 import platform
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import venv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 # Order matters: train first; the others are compiled with `-c train.txt`, so a package they share with training
 # has the training version (the model is served, and explored, with the library that trained it).
@@ -150,9 +158,10 @@ def platform_entry(entry: list[str], machines: list[str]) -> list[str]:
     return [f"{spec} ; {marker}{continued}" if machines else f"{spec}{continued}", *entry[1:]]
 
 
-def merge_locks(per_platform: dict[str, str], lock: str) -> str:
-    """One lock from each platform's, in the order given (PLATFORMS'): shared pins once, with the union of their
-    hashes; the rest once per platform group, marked. A pin without hashes fails (pip would refuse the lock)."""
+def merge_locks(per_platform: dict[str, str], lock: str, hashes=None) -> str:  # noqa: ANN001
+    """One lock from each platform's, in the order given (PLATFORMS'): shared pins once, the rest once per platform
+    group, marked. Each pin's hashes: `hashes(name, version)` (the indexes'), else the union of the compiles'. A pin
+    without hashes fails (pip would refuse the lock)."""
     platforms = list(per_platform)
     if len(platforms) == 1:
         return per_platform[platforms[0]]
@@ -176,21 +185,89 @@ def merge_locks(per_platform: dict[str, str], lock: str) -> str:
         found = section["entries"]
         for name in sorted({n for entries in found.values() for n in entries}):
             have = {p: found[p][name] for p in platforms if name in found.get(p, {})}
-            for p, entry in have.items():
-                if not any(line.strip().startswith("--hash=") for line in entry[1:]):
-                    raise LockError(f"requirements/{lock}.txt: {requirement(entry)[0]} has no hashes for {p} (its "
-                                    "index gave none): use an index that serves hashes, then run make lock again")
             specs = {p: requirement(entry)[0] for p, entry in have.items()}
             for spec in dict.fromkeys(specs.values()):
                 group = [p for p in have if specs[p] == spec]
-                hashes = sorted({line.strip().removesuffix("\\").strip() for p in group for line in have[p][1:]
-                                 if line.strip().startswith("--hash=")})
+                if hashes:
+                    found_hashes = [f"--hash=sha256:{h}" for h in hashes(*spec.split("==", 1))]
+                else:
+                    found_hashes = sorted({line.strip().removesuffix("\\").strip() for p in group
+                                           for line in have[p][1:] if line.strip().startswith("--hash=")})
+                if not found_hashes:
+                    raise LockError(f"requirements/{lock}.txt: {spec} has no hashes for {', '.join(group)} (its "
+                                    "index listed none): use an index that serves hashes, then run make lock again")
                 rest = [line for line in have[group[0]][1:] if not line.strip().startswith("--hash=")]
                 machines = [] if len(group) == len(platforms) else [MACHINES[p] for p in group]
-                lines = [f"    {h} \\" for h in hashes]
+                lines = [f"    {h} \\" for h in sorted(found_hashes)]
                 lines[-1] = lines[-1].removesuffix(" \\")  # the last hash ends the requirement
-                out += [*platform_entry([have[group[0]][0]], machines), *lines, *rest]
+                head = have[group[0]][0].rstrip().removesuffix("\\").rstrip() + " \\"
+                out += [*platform_entry([head], machines), *lines, *rest]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+class IndexHashes:
+    """sha256 of every file of a pinned version, from the indexes' simple pages (PEP 691 JSON or PEP 503 HTML, whose
+    links carry `#sha256=`), as pip-tools and uv take them; looked up once per package, a few at a time."""
+
+    def __init__(self, indexes: list[str], cafile: str | None = None):
+        self.indexes = list(dict.fromkeys(index.rstrip("/") + "/" for index in indexes))
+        self.context = ssl.create_default_context(cafile=cafile) if cafile else None
+        self.listed: dict[str, dict[str, set[str]]] = {}
+
+    def fetch(self, names: list[str]) -> None:
+        todo = [name for name in dict.fromkeys(map(canonical, names)) if name not in self.listed]
+        with ThreadPoolExecutor(8) as pool:
+            self.listed.update(pool.map(lambda name: (name, self.files_of(name)), todo))
+
+    def files_of(self, name: str) -> dict[str, set[str]]:
+        """{version: sha256s} of a package over every index."""
+        found: dict[str, set[str]] = {}
+        for index in self.indexes:
+            for filename, digest in self.page(urljoin(index, f"{name}/")):
+                version = file_version(filename, name)
+                if version and digest:
+                    found.setdefault(version, set()).add(digest)
+        return found
+
+    def page(self, url: str) -> list[tuple[str, str]]:
+        parts = urlsplit(url)
+        headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1", "User-Agent": "make-lock"}
+        if parts.username:  # credentials in the URL: basic auth, never in a log line
+            token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+            url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60,
+                                        context=self.context) as response:
+                body = response.read().decode("utf-8", "replace")
+                kind = response.headers.get("Content-Type", "")
+        except OSError as error:
+            if getattr(error, "code", None) == 404:  # not on this index
+                return []
+            raise LockError(f"cannot read {urlsplit(url).hostname}'s page of {url.rstrip('/').rsplit('/', 1)[-1]} "
+                            f"for its hashes ({error}): check the index settings and the network, then run make lock"
+                            ) from error
+        if "json" in kind:
+            return [(f["filename"], f.get("hashes", {}).get("sha256", "")) for f in json.loads(body)["files"]]
+        return [(unquote(href.split("#", 1)[0].rsplit("/", 1)[-1]), digest) for href, digest in
+                re.findall(r'href="([^"]+?#sha256=([0-9a-f]{64}))"', body)]
+
+    def __call__(self, name: str, version: str) -> list[str]:
+        self.fetch([name])
+        return sorted(self.listed[canonical(name)].get(version, ()))
+
+
+def file_version(filename: str, name: str) -> str:
+    """The version in a wheel's or an sdist's file name, if the file is `name`'s."""
+    if filename.endswith(".whl"):
+        parts = filename[:-4].split("-")
+        return parts[1] if len(parts) >= 5 and canonical(parts[0]) == name else ""
+    for suffix in (".tar.gz", ".zip", ".tar.bz2"):
+        if filename.endswith(suffix):
+            stem = filename[: -len(suffix)]
+            base, _, version = stem.rpartition("-")
+            return version if canonical(base) == name else ""
+    return ""
 
 
 def platform_view(text: str, machine: str) -> str:
@@ -228,6 +305,8 @@ def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, too
         env.update(uv_env(pip_settings()), UV_SYSTEM_CERTS="1")
     else:
         flags = COMPILE_FLAGS
+    if os.environ.get("LOCK_HASHES") == "0":  # several platforms: scripts/lock.py adds the hashes from the indexes
+        flags = [flag for flag in flags if flag != "--generate-hashes"]
     for name in locks(workdir):
         left_out = excluded(workdir / "requirements" / f"{name}.in")
         cmd = [*compiler, *flags, "--output-file", f"requirements/{name}.txt"]
@@ -353,7 +432,7 @@ def dockerfile_args(project: Path) -> dict[str, str]:
     return dict(re.findall(r"^ARG\s+([A-Z_]+)=(\S+)", text, flags=re.MULTILINE))
 
 
-def pip_settings() -> dict[str, list[str]]:
+def pip_settings(keys: tuple[str, ...] = PIP_KEYS) -> dict[str, list[str]]:
     """The user's pip index settings: `pip config` first, environment variables on top (as pip itself does)."""
     found: dict[str, list[str]] = {}
     try:
@@ -364,9 +443,9 @@ def pip_settings() -> dict[str, list[str]]:
         out = ""
     for line in out.splitlines():
         m = re.match(r"^[\w:.-]*?\.?([a-z-]+)='(.*)'$", line.strip())
-        if m and m.group(1) in PIP_KEYS:
+        if m and m.group(1) in keys:
             found[m.group(1)] = m.group(2).split()
-    for key in PIP_KEYS:
+    for key in keys:
         value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
         if value:
             found[key] = value.split()
@@ -435,6 +514,8 @@ def lock_with_docker(project: Path, out: Path, upgrade: bool, platforms: list[st
             cmd += ["--secret", f"id=pipconf,src={pip_conf}"]
             if upgrade:
                 cmd += ["--build-arg", "LOCK_UPGRADE=1"]
+            if len(platforms) > 1:
+                cmd += ["--build-arg", "LOCK_HASHES=0"]
             if loopback:  # a mirror on 127.0.0.1 is only reachable from the host's network namespace
                 cmd += ["--network", "host"]
             cmd.append(str(project))
@@ -453,12 +534,25 @@ def lock_with_docker(project: Path, out: Path, upgrade: bool, platforms: list[st
                                     f"all`; Docker Desktop has it), or remove {target} from the Dockerfile's PLATFORMS")
                 return False
             made[target] = dest
+        hashes = index_hashes(project) if len(made) > 1 else None
         for name in locks(project):
             texts = {target: (dest / f"{name}.txt").read_text() for target, dest in made.items()
                      if (dest / f"{name}.txt").is_file()}
             if len(texts) == len(made):
-                (out / f"{name}.txt").write_text(merge_locks(texts, name))
+                if hashes:
+                    log(f"hashes of requirements/{name}.txt from the indexes")
+                    hashes.fetch([requirement(e)[0].split("==")[0] for text in texts.values()
+                                  for _, entries in parse_lock(text) for e in entries])
+                (out / f"{name}.txt").write_text(merge_locks(texts, name, hashes))
         return True
+
+
+def index_hashes(project: Path) -> IndexHashes:
+    """The indexes the builds use (the user's pip settings and the .in files' own) and pip's CA bundle."""
+    settings = pip_settings((*PIP_KEYS, "cert"))
+    indexes = (settings.get("index-url") or ["https://pypi.org/simple"]) + settings.get("extra-index-url", [])
+    indexes = [index for index in indexes + requirement_urls(project) if urlsplit(index).scheme in ("http", "https")]
+    return IndexHashes(indexes, (settings.get("cert") or [None])[0])
 
 
 def local_compiler(tmp: Path, tool: str, version: str) -> list[str]:

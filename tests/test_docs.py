@@ -14,7 +14,7 @@ from helpers.combos import PAIRWISE_COMBOS, Combo
 
 RenderCombo = Callable[[Combo], Path]
 
-ALWAYS = {"serving", "model-sources", "your-model", "configuration", "locks", "images", "podman", "updating"}
+ALWAYS = {"serving", "model-sources", "your-model", "configuration", "locks", "platforms", "images", "podman", "updating"}
 README_MAX_LINES = 100
 LINK = re.compile(r"(?<!!)\[[^\]]+\]\(([^)\s]+)\)")
 EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # https:, mailto:, ...

@@ -51,7 +51,7 @@ def test_fresh_locks_pass_fast_and_the_stamp_changes_no_pin(project: Path) -> No
     assert check(project) == (0, [])
     assert time.monotonic() - started < 5, "lock-check runs in pre-commit: it must be fast"
     text = (project / "requirements/train.txt").read_text()
-    assert re.match(r"^# lock-inputs: sha256=[0-9a-f]{64} \(python 3\.13, python:3\.13-slim-trixie, pip-tools==", text)
+    assert re.match(r"^# lock-inputs: sha256=[0-9a-f]{64} \(python 3\.13, python:3\.13-slim-trixie \(linux/amd64\), pip-tools==", text)
     assert pins(project / "requirements/train.txt") == {"numpy": "2.1.0"}
     lock.stamp_lock(project, "train")  # stamping again replaces the stamp, never stacks them
     assert (project / "requirements/train.txt").read_text() == text

@@ -146,3 +146,80 @@ def test_a_platform_the_locks_cannot_target_and_the_local_fallback_say_why(tmp_p
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "linux/riscv64" in lines[0] and "fix that line" in lines[0], result.stderr
+
+
+def sha(short: str) -> str:
+    """A made-up sha256 from a short name."""
+    return (short * 64)[:64]
+
+
+class Index:
+    """A package index on 127.0.0.1: /json/ answers PEP 691 JSON, /html/ PEP 503 HTML (links with #sha256=)."""
+
+    FILES = {"numpy": [("numpy-2.1.0-cp313-cp313-manylinux_2_17_x86_64.whl", "a1"),
+                       ("numpy-2.1.0-cp313-cp313-manylinux_2_17_aarch64.whl", "a7"),
+                       ("numpy-2.1.0.tar.gz", "b2"), ("numpy-2.0.0.tar.gz", "zz")],
+             "torch": [("torch-2.13.0%2Bcpu-cp313-cp313-manylinux_2_28_x86_64.whl", "d4"),
+                       ("torch-2.13.0-cp313-cp313-manylinux_2_28_aarch64.whl", "d9")],
+             "nohash": [("nohash-1.0.tar.gz", "")]}
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        files = self.FILES
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                kind, name = self.path.strip("/").split("/")
+                if name not in files:
+                    self.send_error(404)
+                    return
+                if kind == "json":
+                    body = json.dumps({"files": [{"filename": f.replace("%2B", "+"), "hashes": {"sha256": sha(h)}
+                                                  if h else {}} for f, h in files[name]]})
+                    content = "application/vnd.pypi.simple.v1+json"
+                else:
+                    body = "".join(f'<a href="../../files/{f}{"#sha256=" + sha(h) if h else ""}">{f}</a>'
+                                   for f, h in files[name])
+                    content = "text/html"
+                self.send_response(200)
+                self.send_header("Content-Type", content)
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def index() -> Index:
+    server = Index()
+    yield server
+    server.server.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["json", "html"])
+def test_hashes_come_from_the_index_listing_every_file_of_the_version(index: Index, kind: str) -> None:
+    hashes = lock.IndexHashes([f"{index.url}/{kind}/"])
+    assert hashes("numpy", "2.1.0") == sorted([sha("a1"), sha("a7"), sha("b2")])  # both wheels, the sdist; not 2.0.0
+    assert hashes("torch", "2.13.0+cpu") == [sha("d4")] and hashes("torch", "2.13.0") == [sha("d9")]
+
+
+def test_a_multi_platform_lock_takes_the_indexes_hashes_and_refuses_a_pin_without(index: Index) -> None:
+    hashes = lock.IndexHashes([f"{index.url}/json/"])
+    bare = {p: re.sub(r" \\\n(    --hash=sha256:\w+( \\)?\n)+", "\n", text)
+            for p, text in {"linux/amd64": AMD64, "linux/arm64": ARM64}.items()}
+    assert "--hash" not in bare["linux/amd64"].split("unsafe")[0]
+    text = lock.merge_locks({p: t.replace("tensorflow", "numpy-extra") for p, t in bare.items()}, "serve",
+                            lambda name, version: hashes(name, version) if name in ("numpy", "torch") else ["f" * 64])
+    assert f"numpy==2.1.0 \\\n    --hash=sha256:{sha('a1')} \\\n" in text
+    assert f'torch==2.13.0 ; platform_machine == "aarch64" \\\n    --hash=sha256:{sha("d9")}\n' in text
+    with pytest.raises(lock.LockError) as error:
+        lock.merge_locks({p: t.replace("numpy==", "nohash==") for p, t in bare.items()}, "serve", hashes)
+    assert "nohash==2.1.0 has no hashes" in str(error.value)

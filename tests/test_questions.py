@@ -16,7 +16,7 @@ PUBLIC_QUESTIONS = [
     "python_version", "framework", "base_image", "model_source", "serve_port", "torch_index_url",
     "model_uri", "model_sha256", "log_predictions",
     "gpu", "cuda_version", "cuda_flavor", "gpu_count", "gpu_device_ids", "shm_size",
-    "serve_runtime", "dev_environment", "lock_tool", "ci", "kubernetes",
+    "serve_runtime", "platforms", "dev_environment", "lock_tool", "ci", "kubernetes",
     "base_model", "base_model_revision", "text_labels", "max_seq_length",
 ]
 

@@ -3,6 +3,7 @@
 release). Standard library only.
 
     REGISTRY_IMAGE=ghcr.io/owner/name REVISION=<commit> [RELEASE_VERSION=v1.2.0] python3 scripts/release.py
+    RELEASE_TARGETS=serve ...    # the serve image only (default: train and serve)
 
 Tags: the commit and the version (git tag), never `latest`; `-train` for the train image. Each node pulling the
 index gets its own platform's image. Writes digests.md (a table for the CI summary) and digests.env
@@ -74,13 +75,18 @@ def main() -> int:
     if not platforms:
         say("the Dockerfile has no `ARG PLATFORMS=` line: add one (linux/amd64,linux/arm64), then run make lock")
         return 1
+    targets = os.environ.get("RELEASE_TARGETS", "").split() or list(TARGETS)
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        say(f"RELEASE_TARGETS names {', '.join(unknown)}: it takes train and serve")
+        return 1
     driver = builder_driver()
     if driver == "docker":
         say("the builder is Docker's built-in `docker` driver: one platform per build, no provenance or SBOM "
             "attestations (`docker buildx create --use` makes a builder that attaches them)")
     digests: dict[str, tuple[str, dict[str, str]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for target, suffix in TARGETS.items():
+        for target, suffix in ((t, TARGETS[t]) for t in targets):
             tags = [f"{registry}:{revision}{suffix}"] + ([f"{registry}:{version}{suffix}"] if version else [])
             if driver != "docker":
                 meta = Path(tmp) / f"{target}.json"
