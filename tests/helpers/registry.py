@@ -8,6 +8,8 @@ Dockerfile names it (as a project on a company mirror does) builds either platfo
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import socket
 import subprocess
@@ -15,9 +17,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers.answers import REPO
 from helpers.engine import run
 
 ARM64_PREFIX = "arm64v8/"  # ../shared/tools/container-engine bases-arm64
+
+
+# The registry's address is in the rendered Dockerfile (its base images) and so in the locks' stamps: a port that stays
+# the same for a checkout lets a second run reuse the build cache. MLDT_REGISTRY_PORT chooses another; a busy one, any.
+PORT = (int(os.environ.get("MLDT_REGISTRY_PORT", "0"))
+        or 20000 + int(hashlib.sha256(f"registry {REPO}".encode()).hexdigest(), 16) % 20000)
 
 
 class Registry:
@@ -26,7 +35,10 @@ class Registry:
         if not binary:
             raise RuntimeError("no docker-registry on PATH: apt-get install docker-registry")
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+            try:
+                probe.bind(("127.0.0.1", PORT))
+            except OSError:
+                probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.host = f"127.0.0.1:{port}"
         config = root / "config.yml"
