@@ -242,7 +242,7 @@ class IndexHashes:
                 body = response.read().decode("utf-8", "replace")
                 kind = response.headers.get("Content-Type", "")
         except OSError as error:
-            if getattr(error, "code", None) == 404:  # not on this index
+            if getattr(error, "code", None) in (403, 404):  # not on this index (PyTorch's answers 403)
                 return []
             raise LockError(f"cannot read {urlsplit(url).hostname}'s page of {url.rstrip('/').rsplit('/', 1)[-1]} "
                             f"for its hashes ({error}): check the index settings and the network, then run make lock"
