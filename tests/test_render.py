@@ -14,7 +14,8 @@ from helpers.answers import MATRIX, REPO
 from helpers.combos import Combo, COMBOS
 
 RenderCombo = Callable[[Combo], Path]
-STAGES = {"python-base", "lock-compile", "lock", "deps-train", "deps-serve", "train-runtime", "serve-runtime", "train",
+ARCHES = [platform.split("/")[1] for platform in MATRIX["platforms"]]
+STAGES = {"python-base", "python-build", "lock-compile", "lock", "deps-train", "deps-serve", "train-runtime", "serve-runtime", "train",
           "serve"}
 
 
@@ -71,6 +72,11 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     # the serve user's writable folders: the download cache, the prediction log
     state = [d for d, wanted in (("cache", combo.model_source == "downloaded"), ("log", combo.log_predictions)) if wanted]
     expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
+    # the venvs for an image of another architecture (tests/test_cross_install.py), and the stages that pick them
+    expected |= {"deps-train-cross", "deps-train-copied", "deps-serve-cross"}
+    expected |= {"deps-serve-copied"} if base.get("runtime_pip") else {"serve-venv"}
+    expected |= {f"{image}-venv-{target}-on-{builder}" for image in ("train", "serve")
+                 for target in ARCHES for builder in ARCHES}
     # they come from a stage of their own only where the serve image has no shell to make them
     expected |= {"state"} if state and not base["shell"] else set()
     expected |= {"deps-dev", "dev"} if yaml.safe_load((root / ".copier-answers.yml").read_text())["dev_environment"] else set()
@@ -114,7 +120,8 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         assert not [i for i in serve.all("COPY") if "/opt/venv" in i.args]
     else:
         assert serve.base == "serve-runtime" and dockerfile.stages["deps-serve"].base == "python-base"
-        assert serve.index("COPY", "--from=deps-serve /opt/venv") < serve.index("COPY", "src/")
+        assert dockerfile.stages["serve-venv"].base == "deps-serve"
+        assert serve.index("COPY", "--from=serve-venv /opt/venv") < serve.index("COPY", "src/")
     if not base["shell"]:
         assert not [i for st in dockerfile.chain("serve") if st.name != "python-base" for i in st.all("RUN")]
         assert serve.all("ENTRYPOINT")[0].args == "[]", "the distroless python ENTRYPOINT must be reset"

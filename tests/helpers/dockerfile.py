@@ -1,4 +1,8 @@
-"""A small Dockerfile reader for the static checks: instructions grouped by stage."""
+"""A small Dockerfile reader for the static checks: instructions grouped by stage.
+
+A stage's base is read as a build for one pair of architectures sees it (the image's, and the one pip installs on:
+the Dockerfile's INSTALL_ARCH, by default the build machine's): `FROM serve-venv-${TARGETARCH}-on-${INSTALL_ARCH}`
+resolves to the stage that name picks, through the empty stages that only name another (the `pick` macro's)."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class Stage:
     base: str
     name: str
     instructions: list[Instruction] = field(default_factory=list)
+    platform: str = ""  # FROM --platform=...
 
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
@@ -46,7 +51,9 @@ class Dockerfile:
     stages: dict[str, Stage]
 
     @classmethod
-    def read(cls, path: Path) -> Dockerfile:
+    def read(cls, path: Path, target: str = "amd64", builder: str | None = None) -> Dockerfile:
+        """The stages of a build of a `target` image (an architecture: amd64, arm64) on a `builder` (default: the
+        same)."""
         text = path.read_text()
         logical: list[str] = []
         buffer = ""
@@ -68,15 +75,22 @@ class Dockerfile:
             keyword, _, args = line.partition(" ")
             keyword = keyword.upper()
             if keyword == "FROM":
-                match = re.match(r"(\S+)\s+AS\s+(\S+)$", args.strip())
+                match = re.match(r"(?:--platform=(\S+)\s+)?(\S+)\s+AS\s+(\S+)$", args.strip())
                 assert match, f"unnamed stage: FROM {args}"
-                current = stages[match.group(2)] = Stage(match.group(1), match.group(2))
+                current = stages[match.group(3)] = Stage(match.group(2), match.group(3), platform=match.group(1) or "")
             elif current is None:
                 assert keyword == "ARG", f"{keyword} before the first FROM"
                 name, _, default = args.partition("=")
                 global_args[name] = default
             else:
                 current.instructions.append(Instruction(keyword, args.strip()))
+        arches = {"TARGETARCH": target, "INSTALL_ARCH": builder or target}
+        for stage in stages.values():  # ${INSTALL_ARCH:-${TARGETARCH:-amd64}}, then ${TARGETARCH:-amd64}
+            stage.base = re.sub(r"\$\{(INSTALL_ARCH)(:-\$\{[^}]*\})?\}", lambda m: arches[m.group(1)], stage.base)
+            stage.base = re.sub(r"\$\{(TARGETARCH)(:-[^}]*)?\}", lambda m: arches[m.group(1)], stage.base)
+        for stage in stages.values():
+            while stage.base in stages and not stages[stage.base].instructions:
+                stage.base = stages[stage.base].base
         return cls(text, global_args, stages)
 
     def chain(self, name: str) -> list[Stage]:
