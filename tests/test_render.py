@@ -75,7 +75,7 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     # the venvs for an image of another architecture (tests/test_cross_install.py), and the stages that pick them
     expected |= {"deps-train-cross", "deps-train-copied", "deps-serve-cross"}
     expected |= {"deps-serve-copied"} if base.get("runtime_pip") else {"serve-venv"}
-    expected |= {f"{image}-venv-{target}-on-{builder}" for image in ("train", "serve")
+    expected |= {f"{target}-on-{builder}-{image}-venv" for image in ("train", "serve")
                  for target in ARCHES for builder in ARCHES}
     # they come from a stage of their own only where the serve image has no shell to make them
     expected |= {"state"} if state and not base["shell"] else set()

@@ -78,7 +78,7 @@ def install(lock: Path, venv: Path, arch: str, pip_args: list[str]) -> None:
         cmd = [sys.executable, "-m", "pip", "--python", str(python), "install", "--require-hashes", "--no-deps",
                "--only-binary=:all:", "--target", str(site),
                *(f"--platform={tag}" for tag in platform_tags(machine, glibc)), *pip_args, "-r", str(view)]
-        if subprocess.run(cmd).returncode:
+        if subprocess.run(cmd, check=False).returncode:
             raise CrossInstallError(
                 f"pip could not install {lock.name}'s wheels for linux/{arch} (above: the package): a package "
                 f"without a {machine} wheel builds under emulation with --build-arg INSTALL_ARCH={arch}")
