@@ -54,6 +54,7 @@ import sys
 import tempfile
 import urllib.request
 import venv
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -158,10 +159,11 @@ def platform_entry(entry: list[str], machines: list[str]) -> list[str]:
     return [f"{spec} ; {marker}{continued}" if machines else f"{spec}{continued}", *entry[1:]]
 
 
-def merge_locks(per_platform: dict[str, str], lock: str, hashes=None) -> str:  # noqa: ANN001
+def merge_locks(per_platform: dict[str, str], lock: str, hashes: Callable[[str, str], list[str]]) -> str:
     """One lock from each platform's, in the order given (PLATFORMS'): shared pins once, the rest once per platform
-    group, marked. Each pin's hashes: `hashes(name, version)` (the indexes'), else the union of the compiles'. A pin
-    without hashes fails (pip would refuse the lock)."""
+    group, marked. Each pin's hashes: `hashes(name, version)`, every file of that version on the indexes (the
+    compiles resolve only: under emulation, hashing by download took longer than the rest). A pin without hashes
+    fails (pip would refuse the lock)."""
     platforms = list(per_platform)
     if len(platforms) == 1:
         return per_platform[platforms[0]]
@@ -188,11 +190,7 @@ def merge_locks(per_platform: dict[str, str], lock: str, hashes=None) -> str:  #
             specs = {p: requirement(entry)[0] for p, entry in have.items()}
             for spec in dict.fromkeys(specs.values()):
                 group = [p for p in have if specs[p] == spec]
-                if hashes:
-                    found_hashes = [f"--hash=sha256:{h}" for h in hashes(*spec.split("==", 1))]
-                else:
-                    found_hashes = sorted({line.strip().removesuffix("\\").strip() for p in group
-                                           for line in have[p][1:] if line.strip().startswith("--hash=")})
+                found_hashes = [f"--hash=sha256:{h}" for h in hashes(*spec.split("==", 1))]
                 if not found_hashes:
                     raise LockError(f"requirements/{lock}.txt: {spec} has no hashes for {', '.join(group)} (its "
                                     "index listed none): use an index that serves hashes, then run make lock again")

@@ -57,8 +57,17 @@ ARM64 = (HEADER + entry("numpy==2.1.0", "b2", "a7")
          + "\n# The following packages were excluded from the output:\n# flatbuffers\n# protobuf\n")
 
 
+# what the indexes list for each pin: every file of that version (the compiles' own hashes are not read)
+LISTED = {"numpy==2.1.0": ["a1", "a7", "b2"], "tensorflow-cpu==2.20.0": ["c3"], "tensorflow==2.20.0": ["c8"],
+          "torch==2.13.0+cpu": ["d4"], "torch==2.13.0": ["d9"], "x86-helper==1.0": ["e5"], "pip==25.0": ["f6"]}
+
+
+def listed(name: str, version: str) -> list[str]:
+    return LISTED.get(f"{name}=={version}", [])
+
+
 def merged() -> str:
-    return lock.merge_locks({"linux/amd64": AMD64, "linux/arm64": ARM64}, "serve")
+    return lock.merge_locks({"linux/amd64": AMD64, "linux/arm64": ARM64}, "serve", listed)
 
 
 def pip_view(text: str, tmp_path: Path, machine: str) -> dict[str, tuple[str, list[str]]]:
@@ -100,14 +109,16 @@ def test_shared_pins_once_with_every_hash_the_rest_marked_per_machine(tmp_path: 
 
 
 def test_one_platform_is_the_lock_tools_own_output() -> None:
-    assert lock.merge_locks({"linux/arm64": ARM64}, "serve") == ARM64
+    assert lock.merge_locks({"linux/arm64": ARM64}, "serve", listed) == ARM64
 
 
 def test_a_pin_without_hashes_is_refused_in_one_line() -> None:
-    bare = ARM64.replace('torch==2.13.0 \\\n    --hash=sha256:d9\n', "torch==2.13.0\n")
-    assert "torch==2.13.0\n" in bare
+    """PyTorch's index has served aarch64 wheels without hashes: a lock without them must fail, not pass."""
+    def unlisted_arm_torch(name: str, version: str) -> list[str]:
+        return [] if (name, version) == ("torch", "2.13.0") else listed(name, version)
+
     with pytest.raises(lock.LockError) as error:
-        lock.merge_locks({"linux/amd64": AMD64, "linux/arm64": bare}, "serve")
+        lock.merge_locks({"linux/amd64": AMD64, "linux/arm64": ARM64}, "serve", unlisted_arm_torch)
     message = str(error.value)
     assert "\n" not in message and "torch==2.13.0" in message and "linux/arm64" in message and "make lock" in message
 

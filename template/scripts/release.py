@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lock import LockError, lock_platforms
+
 TARGETS = {"train": "-train", "serve": ""}
 
 
@@ -47,11 +49,6 @@ def builder_driver() -> str:
     return found.group(1) if found else "docker"
 
 
-def platforms_of(dockerfile: Path) -> list[str]:
-    found = re.search(r"^ARG PLATFORMS=(\S+)", dockerfile.read_text(), re.MULTILINE)
-    return found.group(1).split(",") if found else []
-
-
 def index_platforms(ref: str) -> dict[str, str]:
     """{platform: digest} of an index's images (attestation manifests, platform unknown/unknown, left out)."""
     raw = json.loads(run(["docker", "buildx", "imagetools", "inspect", "--raw", ref], capture=True))
@@ -71,7 +68,11 @@ def main() -> int:
         return 1
     revision, version = os.environ.get("REVISION", "unknown"), os.environ.get("RELEASE_VERSION", "")
     args = shlex.split(os.environ.get("BUILDX_ARGS", "")) + shlex.split(os.environ.get("BUILDX_FLAGS", ""))
-    platforms = platforms_of(Path("Dockerfile"))
+    try:
+        platforms = lock_platforms(Path.cwd())  # the Dockerfile's PLATFORMS, read as make lock reads it
+    except LockError as error:
+        say(str(error))
+        return 1
     if not platforms:
         say("the Dockerfile has no `ARG PLATFORMS=` line: add one (linux/amd64,linux/arm64), then run make lock")
         return 1
