@@ -2,7 +2,7 @@
 default) next to pip under emulation (`--build-arg INSTALL_ARCH=arm64`, what every build did before). Figures for
 BENCHMARKS.md.
 
-    .venv/bin/python bench/cross_build.py [--runs N] [--targets serve,train]
+    .venv/bin/python bench/cross_build.py [--runs N] [--targets serve,train]   (emulated: ~10 minutes a build)
 
 The default render (both platforms), its base images from a registry on 127.0.0.1 holding the amd64 and arm64
 stand-ins under one tag (tests/helpers/registry.py; needs `container-engine bases-arm64 3.13`), locked once. Each
@@ -57,8 +57,7 @@ def main() -> int:
             (project / "models" / "metadata.json").write_text("{}")  # the serve image bakes a model: any will do
             times: dict[tuple[str, str], list[float]] = {}
             for target in args.targets.split(","):
-                for extra in WAYS.values():  # warm the download cache and the other layers first
-                    build(project, target, extra)
+                build(project, target, [])  # fills pip's download cache (one cache for both ways) and the other layers
                 for _ in range(args.runs):
                     for way, extra in WAYS.items():
                         times.setdefault((target, way), []).append(build(project, target, extra))
