@@ -45,6 +45,7 @@ def main() -> int:
     parser.add_argument("--targets", default="serve,train")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "registry").mkdir()
         registry = Registry(Path(tmp) / "registry")
         try:
             base = registry.index_of(BASE)
