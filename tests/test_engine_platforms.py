@@ -140,7 +140,7 @@ def trained(project: Path) -> dict:
 @pytest.fixture(scope="module")
 def arm64(project: Path, trained: dict) -> str:
     """`make build-serve PLATFORM=linux/arm64`, as a user on an amd64 machine does: installed from the one lock,
-    hash-checked, by this machine's own pip (not under emulation: ten times slower)."""
+    hash-checked, by this machine's own pip (not under emulation: 34x slower here)."""
     out = make(project, "build-serve", "PLATFORM=linux/arm64", "TAG=arm64")
     assert "deps-serve-cross" in out, out[-3000:]
     return f"{IMAGE}:arm64"
