@@ -1,11 +1,11 @@
 """An image for another architecture installs its venvs with the build machine's own pip, not under emulation.
 
 On an amd64 runner building linux/arm64 (or an Apple Silicon laptop building linux/amd64) every RUN step is emulated,
-and pip (unpacking, bytecode) is most of a build: 34x slower than natively here (BENCHMARKS.md). The Dockerfile's cross stages run
-on the build platform (`FROM --platform=$BUILDPLATFORM`) and call scripts/cross_install.py, which installs the
-target's wheels from the lock's entries for the target machine. Here: the stages each pair of architectures picks
-(every render), and the script with a real pip against wheels made on the spot. tests/test_engine_platforms.py builds
-the arm64 images this way and serves from them under emulation."""
+and pip (unpacking, bytecode) is most of a build: 34x slower than natively here (BENCHMARKS.md). The Dockerfile's
+cross stages run on the build platform (`FROM --platform=$BUILDPLATFORM`) and call scripts/cross_install.py, which
+installs the target's wheels from the lock's entries for the target machine. Here: the stages each pair of
+architectures picks (every render), and the script with a real pip against wheels made on the spot.
+tests/test_engine_platforms.py builds the arm64 images this way and serves from them under emulation."""
 
 from __future__ import annotations
 
