@@ -30,9 +30,10 @@ from helpers.combos import LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL
 from helpers.render import render
 from helpers.torch_index import TorchIndex, find_torch_wheel
 
+# this machine's platform only: the other one's lock needs its images (tests/helpers/registry.py)
 CASES = {
-    "default (sklearn, 3.13)": {**DEFAULT_ANSWERS},
-    "pytorch (3.11)": {**DEFAULT_ANSWERS, "framework": "pytorch", "python_version": "3.11",
+    "default (sklearn, 3.13)": {**DEFAULT_ANSWERS, "platforms": ["linux/amd64"]},
+    "pytorch (3.11)": {**DEFAULT_ANSWERS, "platforms": ["linux/amd64"], "framework": "pytorch", "python_version": "3.11",
                        "torch_index_url": TORCH_INDEX_URL},
 }
 

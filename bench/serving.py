@@ -205,7 +205,8 @@ def build_render(answers: dict[str, str], work: Path) -> tuple[Server, Path]:
     Returns the server and the rendered project."""
     name = slug(answers)
     project = work / f"render-{name}" / "iris-classifier"
-    flags = [a for k, v in answers.items() for a in ("-d", f"{k}={v}")]
+    # this machine's platform only, unless asked: the other one's lock needs its images (tests/helpers/registry.py)
+    flags = [a for k, v in {"platforms": "[linux/amd64]", **answers}.items() for a in ("-d", f"{k}={v}")]
     print(f"[{name}] copier copy {' '.join(flags)}", file=sys.stderr, flush=True)
     # --skip-tasks: `make env` and `make lock` below do what the copy's tasks would (lock.py, without --strict)
     result = copier_cli("copy", "--trust", "--defaults", "--vcs-ref", "HEAD", "--skip-tasks", *flags, str(REPO),
