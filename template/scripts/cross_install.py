@@ -25,9 +25,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lock import MACHINES as PLATFORM_MACHINES
 from lock import platform_view
 
-MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}  # Docker's architecture names -> what `uname -m` says
+# Docker's architecture names (TARGETARCH) -> what `uname -m` says: the lock's platforms, by their last part
+MACHINES = {name.split("/")[1]: machine for name, machine in PLATFORM_MACHINES.items()}
 OLDEST_GLIBC = {"x86_64": 5, "aarch64": 17}  # the oldest manylinux of each (manylinux1; manylinux2014)
 LEGACY = {"x86_64": {5: "manylinux1", 12: "manylinux2010", 17: "manylinux2014"}, "aarch64": {17: "manylinux2014"}}
 DATA_DIRS = ("bin", "share", "etc", "include")  # what pip --target puts beside the packages: the venv's, not theirs
