@@ -5,7 +5,8 @@ profile does not.
 
     docker run --rm --cpus 1 -v "$PWD/bench:/bench:ro" --entrypoint python <serve image> /bench/asgi_loop.py app
     docker run --rm --cpus 1 -v "$PWD/bench:/bench:ro" --entrypoint python <serve image> /bench/asgi_loop.py floor
-    (add `profile` for cProfile's top functions; SORT=cumtime to sort by cumulative time)
+    (add `profile` for cProfile's top functions; SORT=cumtime to sort by cumulative time; REQUESTS=n measured
+    requests, 4000 by default: more for steadier figures)
 """
 
 import asyncio
@@ -95,7 +96,8 @@ async def main(which: str, profile: bool) -> None:
                 break
             await asyncio.sleep(0.05)
     await per_request_us(app, 800)  # warm-up
-    print(f"{which}: {await per_request_us(app, 4000):.1f} us per request ({CONCURRENCY} concurrent)")
+    measured = int(os.environ.get("REQUESTS", "4000"))
+    print(f"{which}: {await per_request_us(app, measured):.1f} us per request ({CONCURRENCY} concurrent)")
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -87,6 +87,7 @@ LABEL = f"mldt-bench-serving={os.getpid()}"
 HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"]
 BATCH = 64
 CONNECTIONS = (8, 32)
+SCENARIOS = [f"{c}x{r}" for c in CONNECTIONS for r in (1, BATCH)]
 # Known iris rows (one per class, from the data set) and their class index; batches cycle through them.
 ROWS = [([5.1, 3.5, 1.4, 0.2], 0, "setosa"), ([7.0, 3.2, 4.7, 1.4], 1, "versicolor"),
         ([6.3, 3.3, 6.0, 2.5], 2, "virginica")]
@@ -419,6 +420,8 @@ def measure(server: Server, args: argparse.Namespace, work: Path, tag: str) -> l
         check_answers(running)
         for connections in CONNECTIONS:
             for rows in (1, BATCH):
+                if args.scenario and f"{connections}x{rows}" not in args.scenario:
+                    continue
                 result = Result(server.label, connections, rows)
                 results.append(result)
                 if server.seed and rows > 1:
@@ -551,6 +554,8 @@ def main() -> int:
     parser.add_argument("--no-floor", action="store_true", help="skip the floor")
     parser.add_argument("--no-build", action="store_true",
                         help="reuse the images of an earlier run (the floor is rebuilt from the layer cache)")
+    parser.add_argument("--scenario", action="append", default=[], choices=SCENARIOS, metavar="CONNxROWS",
+                        help=f"only this scenario ({', '.join(SCENARIOS)}); repeatable; default: all")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (all on the client CPU)")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1")

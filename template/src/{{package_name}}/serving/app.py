@@ -45,8 +45,8 @@ def create_app(settings: ServeSettings, on_fatal: Callable[[], None] | None = No
     app.add_middleware(BodyLimit, limit=state.max_body_bytes)
     app.add_middleware(Instrument, metrics=state.metrics)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.include_router(predict.create_router(state))  # first: FastAPI tries the included routers in order
     app.include_router(health.router)
-    app.include_router(predict.create_router(settings.max_batch_size, settings.max_text_chars))
     app.include_router(oip.router)
     app.include_router(metrics.router)
     return app

@@ -37,10 +37,15 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit()
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self.refuse(send, int(declared), limit)
-            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                await self.refuse(send, int(declared), limit)
+                return
+            if b"transfer-encoding" not in headers:  # the server reads Content-Length bytes, no more: nothing to count
+                await self.app(scope, receive, send)
+                return
         received = 0
         refused = False
 

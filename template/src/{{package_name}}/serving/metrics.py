@@ -90,6 +90,7 @@ class Instrument:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in NOT_COUNTED:
@@ -107,6 +108,17 @@ class Instrument:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = route_template(scope["app"], scope)
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            counted, timed = self.series(scope["method"], route_template(scope["app"], scope), status)
+            counted.inc()
+            timed.observe(elapsed)
+
+    def series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The request counter's and latency histogram's children for these labels, looked up once (labels() costs
+        more than the observation itself); as many as there are label values."""
+        key = (method, route, status)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = (self.metrics.requests.labels(method, route, str(status)),
+                                         self.metrics.latency.labels(method, route))
+        return found

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from ... import runtime
 from ..batching import BatcherClosed
 from ..schemas import PredictRequestBase, PredictResponse, TextRequestBase, invalid, request_model, text_request_model
-from ..state import ServingState, State
+from ..state import ServingState
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "model not loaded yet"},
@@ -22,14 +22,18 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_router(max_batch_size: int, max_text_chars: int = 10_000) -> APIRouter:
+def create_router(state: ServingState) -> APIRouter:
+    """The hot route takes the app's state from its factory, not from the `State` dependency the other routes use: a
+    dependency is resolved per request, about a tenth of the server's own time per request (BENCHMARKS.md)."""
     router = APIRouter()
+    settings = state.settings
     PredictRequest = (  # noqa: N806 (a class: this app's schema, with its MAX_BATCH_SIZE)
-        text_request_model(max_batch_size, max_text_chars) if runtime.INPUT == "text" else request_model(max_batch_size)
+        text_request_model(settings.max_batch_size, settings.max_text_chars) if runtime.INPUT == "text"
+        else request_model(settings.max_batch_size)
     )
 
     @router.post("/predict", response_model=PredictResponse, responses=RESPONSES)
-    async def predict(request: PredictRequest, state: State) -> Any:  # type: ignore[valid-type]
+    async def predict(request: PredictRequest) -> Any:  # type: ignore[valid-type]
         return await answer(request, state)
 
     return router
