@@ -7,6 +7,7 @@ These tests ask the real package index (through this machine's pip configuration
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,49 @@ def test_an_unreachable_index_is_reported_not_hung(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "did not answer after 2 tries" in lines[0], result.stderr
+
+
+def _torch_index(root: Path, machines: tuple[str, ...]) -> str:
+    """A stand-in laid out like PyTorch's CPU index (<base>/cpu/<project>/): torch as `X+cpu` for x86_64 and plain `X`
+    for aarch64, as PyTorch names them, beside the framework's other packages (pure wheels)."""
+    from helpers.wheels import make_wheel, sha256
+
+    version = "2.9.0"
+    wheels: dict[str, list[Path]] = {}
+    for name, local, machine in [("torch", "+cpu", "x86_64"), ("torch", "", "aarch64")]:
+        if machine in machines:
+            folder = root / "cpu" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            wheels.setdefault(name, []).append(make_wheel(folder, name, version + local, f"manylinux_2_28_{machine}"))
+    for name in ("safetensors", "numpy", "scikit_learn", "pandas"):
+        folder = root / "cpu" / name.replace("_", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        wheels.setdefault(name.replace("_", "-"), []).append(make_wheel(folder, name, "9.0"))
+    for project, files in wheels.items():
+        links = "".join(f'<a href="{w.name}#sha256={sha256(w)}">{w.name}</a>\n' for w in files)
+        (root / "cpu" / project / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+    return root.as_uri()
+
+
+@pytest.mark.parametrize("machines", [("x86_64", "aarch64"), ("x86_64",)], ids=["both-machines", "no-aarch64-wheel"])
+def test_pytorchs_index_naming_is_checked_on_both_machines(tmp_path: Path, machines: tuple[str, ...]) -> None:
+    """PyTorch's CPU index names its x86_64 wheels torch==X+cpu and its aarch64 wheels plain torch==X: against a
+    stand-in laid out like it (--torch-index), the matrix's torch pin resolves on both machines; without the aarch64
+    wheel, each aarch64 entry is a drift that names torch."""
+    def cpu_only(m: dict) -> None:  # the stand-in has no CUDA indexes; the ONNX set comes from PyPI (tested above)
+        m["framework"]["pytorch"].pop("gpu")
+        m["framework"]["pytorch"].pop("onnx")
+
+    index = _torch_index(tmp_path / "index", machines)
+    result = run_check("--matrix", str(write_matrix(tmp_path, cpu_only)), "--framework", "pytorch",
+                       "--torch-index", index, env={"PIP_CONFIG_FILE": "/dev/null", "PIP_FIND_LINKS": ""})
+    pythons = yaml.safe_load(MATRIX_FILE.read_text())["matrix"]["default"]["framework"]["pytorch"]["pythons"]
+    assert f"check-matrix: {2 * len(pythons)} entries resolved" in result.stdout, result.stdout + result.stderr
+    drifts = [line for line in result.stdout.splitlines() if line.startswith("drift: ")]
+    if "aarch64" in machines:
+        assert result.returncode == 0 and not drifts, result.stdout + result.stderr
+    else:
+        assert result.returncode == 1, result.stdout + result.stderr
+        found = [re.fullmatch(r"drift: aarch64 framework=pytorch python=(\S+) cpu: no Linux aarch64 wheel "
+                              r"\(glibc 2\.\d+\) for 'torch[^',]*'", line) for line in drifts]
+        assert all(found) and sorted(m.group(1) for m in found) == sorted(pythons), drifts
