@@ -25,16 +25,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from helpers.answers import DEFAULT_ANSWERS
+from helpers.answers import DEFAULT_ANSWERS, host_platform
 from helpers.combos import LOCK_PINS, TORCH_INDEX_PORT, TORCH_INDEX_URL
 from helpers.render import render
 from helpers.torch_index import TorchIndex, find_torch_wheel
 
 # this machine's platform only: the other one's lock needs its images (tests/helpers/registry.py)
+HERE = {**DEFAULT_ANSWERS, "platforms": [host_platform()]}
 CASES = {
-    "default (sklearn, 3.13)": {**DEFAULT_ANSWERS, "platforms": ["linux/amd64"]},
-    "pytorch (3.11)": {**DEFAULT_ANSWERS, "platforms": ["linux/amd64"], "framework": "pytorch", "python_version": "3.11",
-                       "torch_index_url": TORCH_INDEX_URL},
+    "default (sklearn, 3.13)": HERE,
+    "pytorch (3.11)": {**HERE, "framework": "pytorch", "python_version": "3.11", "torch_index_url": TORCH_INDEX_URL},
 }
 
 

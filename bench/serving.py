@@ -64,7 +64,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers.answers import MATRIX, REPO
+from helpers.answers import MATRIX, REPO, host_platform
 from helpers.engine import run
 from helpers.render import copier_cli
 
@@ -207,7 +207,7 @@ def build_render(answers: dict[str, str], work: Path) -> tuple[Server, Path]:
     name = slug(answers)
     project = work / f"render-{name}" / "iris-classifier"
     # this machine's platform only, unless asked: the other one's lock needs its images (tests/helpers/registry.py)
-    flags = [a for k, v in {"platforms": "[linux/amd64]", **answers}.items() for a in ("-d", f"{k}={v}")]
+    flags = [a for k, v in {"platforms": f"[{host_platform()}]", **answers}.items() for a in ("-d", f"{k}={v}")]
     print(f"[{name}] copier copy {' '.join(flags)}", file=sys.stderr, flush=True)
     # --skip-tasks: `make env` and `make lock` below do what the copy's tasks would (lock.py, without --strict)
     result = copier_cli("copy", "--trust", "--defaults", "--vcs-ref", "HEAD", "--skip-tasks", *flags, str(REPO),

@@ -86,20 +86,16 @@ def _torch_index(root: Path, machines: tuple[str, ...]) -> str:
     for aarch64, as PyTorch names them, beside the framework's other packages (pure wheels)."""
     from helpers.wheels import make_wheel, sha256
 
-    version = "2.9.0"
-    wheels: dict[str, list[Path]] = {}
-    for name, local, machine in [("torch", "+cpu", "x86_64"), ("torch", "", "aarch64")]:
-        if machine in machines:
-            folder = root / "cpu" / name
-            folder.mkdir(parents=True, exist_ok=True)
-            wheels.setdefault(name, []).append(make_wheel(folder, name, version + local, f"manylinux_2_28_{machine}"))
-    for name in ("safetensors", "numpy", "scikit_learn", "pandas"):
-        folder = root / "cpu" / name.replace("_", "-")
+    torch = {"x86_64": "2.9.0+cpu", "aarch64": "2.9.0"}
+    wheels = [("torch", torch[machine], f"manylinux_2_28_{machine}") for machine in machines]
+    wheels += [(name, "9.0", "any") for name in ("safetensors", "numpy", "scikit-learn", "pandas")]
+    for name, version, platform in wheels:
+        folder = root / "cpu" / name
         folder.mkdir(parents=True, exist_ok=True)
-        wheels.setdefault(name.replace("_", "-"), []).append(make_wheel(folder, name, "9.0"))
-    for project, files in wheels.items():
-        links = "".join(f'<a href="{w.name}#sha256={sha256(w)}">{w.name}</a>\n' for w in files)
-        (root / "cpu" / project / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+        make_wheel(folder, name.replace("-", "_"), version, platform)
+    for folder in (root / "cpu").iterdir():
+        links = "".join(f'<a href="{w.name}#sha256={sha256(w)}">{w.name}</a>\n' for w in sorted(folder.glob("*.whl")))
+        (folder / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
     return root.as_uri()
 
 

@@ -1,8 +1,9 @@
 """A small Dockerfile reader for the static checks: instructions grouped by stage.
 
 A stage's base is read as a build for one pair of architectures sees it (the image's, and the one pip installs on:
-the Dockerfile's INSTALL_ARCH, by default the build machine's): `FROM ${TARGETARCH:-amd64}-on-${INSTALL_ARCH:-...}-serve-venv`
-resolves to the stage that name picks, through the empty stages that only name another (the `pick` macro's)."""
+the Dockerfile's INSTALL_ARCH, by default the build machine's):
+`FROM ${TARGETARCH:-amd64}-on-${INSTALL_ARCH:-...}-serve-venv` resolves to the stage that name picks, through the
+empty stages that only name another (the `pick` macro's)."""
 
 from __future__ import annotations
 
