@@ -14,16 +14,16 @@ The lock tool is the Dockerfile's LOCK_TOOL (pip-tools or uv) at LOCK_TOOL_VERSI
 into pip-compatible hashed locks, installed with `pip install --require-hashes --no-deps`.
 
 Order of preference:
-1. `docker build --target lock`: pip-compile runs inside the same Python image as the runtime, so markers and
-   wheels match the container, not the laptop. Once per platform of the Dockerfile's PLATFORMS (linux/amd64,
-   linux/arm64), each in that platform's image (the other one emulated: QEMU on Linux, Rosetta or QEMU in Docker
-   Desktop), then merged into one lock per .in: a pin all platforms share is written once with every hash, a pin
-   that differs (PyTorch's `torch==X+cpu` on x86_64, `torch==X` on aarch64) or exists on one platform only is
-   written once per platform with a `platform_machine` marker. The platforms are always compiled in PLATFORMS'
-   order, so an arm64 laptop and an amd64 CI runner write the same bytes. With several platforms the compiles
-   resolve only, and the hashes come from the package indexes' own listings (sha256 of every file of each pinned
-   version), fetched here: pip-tools would otherwise download every file of every pin inside the emulated image
-   wherever the index has no JSON API (mirrors, proxies). A pin with no hashed file on any index fails the lock.
+1. `docker build --target lock`: pip-compile runs inside the same Python image as the runtime, so markers and wheels
+   match the container, not the laptop. Once per platform of the Dockerfile's PLATFORMS (linux/amd64, linux/arm64),
+   each in that platform's image (the other one emulated: QEMU on Linux, Rosetta or QEMU in Docker Desktop), all at
+   the same time, then merged into one lock per .in: a pin all platforms share is written once with every hash, a pin
+   that differs (PyTorch's `torch==X+cpu` on x86_64, `torch==X` on aarch64) or exists on one platform only is written
+   once per platform with a `platform_machine` marker. The platforms are always merged in PLATFORMS' order, so an
+   arm64 laptop and an amd64 CI runner write the same bytes. With several platforms the compiles resolve only, and
+   the hashes come from the package indexes' own listings (sha256 of every file of each pinned version), fetched
+   here: pip-tools would otherwise download every file of every pin inside the emulated image wherever the index has
+   no JSON API (mirrors, proxies). A pin with no hashed file on any index fails the lock.
 2. A local pip-compile (or uv), only on Linux with the same Python minor version and machine as the images, and
    only for a single platform.
 3. Otherwise, instructions, and exit 0 (`--strict` makes it exit 1): a project is never left broken by locking.
@@ -42,12 +42,14 @@ from __future__ import annotations
 import argparse
 import base64
 import configparser
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -290,7 +292,7 @@ def log(msg: str) -> None:
 
 
 def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, tool: str = "pip-tools") -> None:
-    """Compile train, then serve (and dev) in workdir/requirements, constrained by train.
+    """Compile train, then serve and dev (at the same time) in workdir/requirements, constrained by train.
 
     `compiler` is pip-compile's command, or uv's for tool="uv" (`uv pip compile` with equivalent flags).
     Paths stay relative to workdir so the lock headers and annotations are the same wherever the lock is made.
@@ -305,13 +307,17 @@ def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, too
         flags = COMPILE_FLAGS
     if os.environ.get("LOCK_HASHES") == "0":  # several platforms: scripts/lock.py adds the hashes from the indexes
         flags = [flag for flag in flags if flag != "--generate-hashes"]
-    for name in locks(workdir):
+
+    def compile_one(name: str) -> None:
         left_out = excluded(workdir / "requirements" / f"{name}.in")
         cmd = [*compiler, *flags, "--output-file", f"requirements/{name}.txt"]
         if upgrade:
             cmd.append("--upgrade")
         if name != "train":
             cmd += ["--constraint", "requirements/train.txt"]
+        if tool != "uv":  # pip-tools' own cache, one per lock: two compiles at once would write the same file
+            cache = os.path.expanduser(os.environ.get("XDG_CACHE_HOME") or "~/.cache")
+            cmd += ["--cache-dir", str(Path(cache, "pip-tools", name))]
         if left_out and tool == "uv":
             cmd += [arg for package in left_out for arg in ("--no-emit-package", package)]
         elif left_out:  # these replace pip-compile's default unsafe set: setuptools and pip are pinned as usual
@@ -322,6 +328,16 @@ def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, too
             pip_compile_leaving_out(cmd, workdir, env, workdir / "requirements" / f"{name}.txt")
         else:
             subprocess.run(cmd, check=True, cwd=workdir, env=env)
+
+    names = locks(workdir)
+    if not names:
+        return
+    first, *rest = names  # train first: the others are constrained by it
+    compile_one(first)
+    # then the others at the same time: each is a resolver's minutes under emulation, on one core
+    with ThreadPoolExecutor(max_workers=max(len(rest), 1)) as pool:
+        for compiled in [pool.submit(compile_one, name) for name in rest]:
+            compiled.result()
 
 
 def pip_compile_leaving_out(cmd: list[str], workdir: Path, env: dict[str, str], lock: Path) -> None:
@@ -504,6 +520,7 @@ def lock_with_docker(project: Path, out: Path, upgrade: bool, platforms: list[st
     with tempfile.TemporaryDirectory() as tmp:
         pip_conf = Path(tmp) / "pip.conf"
         loopback = write_pip_conf(pip_settings(), pip_conf) or any(map(is_loopback, requirement_urls(project)))
+        builds: dict[str, list[str]] = {}
         made: dict[str, Path] = {}
         for target in platforms or [""]:
             dest = out / (target.replace("/", "-") or "host")
@@ -518,20 +535,15 @@ def lock_with_docker(project: Path, out: Path, upgrade: bool, platforms: list[st
                 cmd += ["--network", "host"]
             cmd.append(str(project))
             log(f"compiling inside the {target or 'host platform'}'s image: " + " ".join(cmd[:5]) + " ...")
-            # the build's output as it comes, its end kept to tell a platform this machine cannot run
-            with subprocess.Popen(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}, stderr=subprocess.PIPE,
-                                  text=True, errors="replace") as build:
-                tail: list[str] = []
-                for line in build.stderr:
-                    sys.stderr.write(line)
-                    tail = [*tail[-199:], line]
-            if build.returncode != 0:
-                if target and target != host_platform() and "exec format error" in "".join(tail):
-                    raise LockError(f"this machine cannot run {target} containers to compile their locks: enable "
-                                    "emulation (Linux: `docker run --privileged --rm tonistiigi/binfmt --install "
-                                    f"all`; Docker Desktop has it), or remove {target} from the Dockerfile's PLATFORMS")
-                return False
-            made[target] = dest
+            builds[target], made[target] = cmd, dest
+        ended = run_builds(builds)
+        for target, (status, tail) in ended.items():  # in PLATFORMS' order, whichever failed first
+            if status != 0 and target and target != host_platform() and "exec format error" in tail:
+                raise LockError(f"this machine cannot run {target} containers to compile their locks: enable "
+                                "emulation (Linux: `docker run --privileged --rm tonistiigi/binfmt --install "
+                                f"all`; Docker Desktop has it), or remove {target} from the Dockerfile's PLATFORMS")
+        if any(status != 0 for status, _ in ended.values()):
+            return False  # the build's own output, passed on above, says why
         hashes = index_hashes(project) if len(made) > 1 else None
         for name in locks(project):
             texts = {target: (dest / f"{name}.txt").read_text() for target, dest in made.items()
@@ -543,6 +555,52 @@ def lock_with_docker(project: Path, out: Path, upgrade: bool, platforms: list[st
                                   for _, entries in parse_lock(text) for e in entries])
                 (out / f"{name}.txt").write_text(merge_locks(texts, name, hashes))
         return True
+
+
+def run_builds(builds: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
+    """Every platform's lock build at once (an emulated one takes minutes; the native one runs beside it), their
+    output passed on as it comes, each line after its platform's name when there are several. The first to fail
+    stops the others (their locks are of no use then). Each one's exit status and the end of its output, in the
+    order given."""
+    several = len(builds) > 1
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    # each in its own process group: stopping one stops what its CLI started too (a buildx plugin), and Ctrl-C
+    # reaches them through stop() below
+    running = {target: subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+                                        start_new_session=True)
+               for target, cmd in builds.items()}
+
+    def follow(target: str) -> tuple[int, str]:
+        build = running[target]
+        tail: list[str] = []
+        assert build.stderr is not None
+        with build.stderr:
+            for line in build.stderr:
+                sys.stderr.write(f"[{target}] {line}" if several else line)
+                tail = [*tail[-199:], line]
+        if build.wait() != 0:
+            for other in running.values():
+                stop(other)
+        return build.returncode, "".join(tail)
+
+    pool = ThreadPoolExecutor(max_workers=len(running))
+    try:
+        futures = {target: pool.submit(follow, target) for target in running}
+        return {target: future.result() for target, future in futures.items()}
+    finally:  # interrupted: no build left behind
+        for build in running.values():
+            stop(build)
+        pool.shutdown()
+
+
+def stop(build: subprocess.Popen[str]) -> None:
+    if build.poll() is not None:
+        return
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.killpg(build.pid, signal.SIGTERM)
+    else:
+        build.terminate()
 
 
 def index_hashes(project: Path) -> IndexHashes:

@@ -1,11 +1,11 @@
-"""Promise: the default render (without the dev environment) runs on linux/arm64 as on linux/amd64 from one lock.
-`make lock` compiles in both platforms' images and merges (the same bytes from an engine whose own platform is
-arm64); `make build-serve PLATFORM=linux/arm64` installs from that lock, hash-checked, with this machine's pip (the
-cross stage; tests/test_cross_install.py); the image's Python is aarch64; the model trained on amd64 answers the same
-there; training runs on arm64 (under emulation) and its model serves on amd64; `make release` pushes one index per
-image holding both platforms, and each platform of the serve image pulled by the index digest serves. The base images come from a real registry on
-127.0.0.1 holding both platforms under one tag, as a mirror does (helpers/registry.py): the engine's own store keeps
-one platform per name."""
+"""Promise: the default render runs on linux/arm64 as on linux/amd64 from one lock. `make lock` compiles train,
+serve and dev in both platforms' images and merges (the same bytes from an engine whose own platform is arm64);
+`make build-serve PLATFORM=linux/arm64` installs from that lock, hash-checked, with this machine's pip (the cross
+stage; tests/test_cross_install.py); the image's Python is aarch64; the model trained on amd64 answers the same
+there; a uid-1000 user's `make train PLATFORM=linux/arm64` trains under emulation and its model serves on amd64;
+`make release` pushes one index per image holding both platforms, and each platform of the serve image pulled by the
+index digest serves. The base images come from a real registry on 127.0.0.1 holding both platforms under one tag,
+as a mirror does (helpers/registry.py): the engine's own store keeps one platform per name."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,6 +26,7 @@ from helpers.containers import Container
 from helpers.engine import IMAGE_PREFIX, run, timed
 from helpers.registry import ARM64_PREFIX, Registry
 from helpers.render import copier_cli
+from helpers.users import USER, as_user
 
 COMBO = PLATFORM_COMBOS[0]
 # built here, by make, not by the shared fixtures; last of the engine level (helpers/footprint.py), after its arm64
@@ -33,6 +35,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.chain(COMBO)]
 BASE = "python:3.13-slim-trixie"
 IMAGE = f"{IMAGE_PREFIX}-platforms"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [0.0, 100.0, -3.0, 7.5]]
+LOCKS = ("train", "serve", "dev")
 
 
 def make(project: Path, *args: str, timeout: float = 1800) -> str:
@@ -95,6 +98,7 @@ def project(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Pat
     dockerfile = dst / "Dockerfile"
     text = dockerfile.read_text()
     assert "ARG PLATFORMS=linux/amd64,linux/arm64\n" in text, "the default render is not for both platforms"
+    assert (dst / "requirements" / "dev.in").is_file(), "the default render has no dev environment"
     for arg in ("BUILDER_IMAGE", "RUNTIME_IMAGE"):  # a mirror of the same image, as a company registry holds it
         assert f"ARG {arg}={BASE}\n" in text
         text = text.replace(f"ARG {arg}={BASE}\n", f"ARG {arg}={base}\n")
@@ -109,7 +113,7 @@ def pins(text: str) -> dict[str, str]:
 
 
 def test_the_lock_is_compiled_in_each_platforms_image_and_installs_on_both(project: Path) -> None:
-    for name in ("train", "serve"):
+    for name in LOCKS:
         text = (project / "requirements" / f"{name}.txt").read_text()
         assert "# Compiled in the linux/amd64 and linux/arm64 images and merged by scripts/lock.py" in text, name
         for line in pins(text).values():  # every pin hashed (pip refuses the lock otherwise)
@@ -125,7 +129,7 @@ def test_an_arm64_machine_writes_the_same_bytes(project: Path, tmp_path: Path) -
     shutil.copytree(project, again, ignore=shutil.ignore_patterns("*.txt", "models", "dist"))
     run([sys.executable, "scripts/lock.py", "--strict"], cwd=again, env={"DOCKER_DEFAULT_PLATFORM": "linux/arm64"},
         timeout=2400)
-    for name in ("train", "serve"):
+    for name in LOCKS:
         assert (again / "requirements" / f"{name}.txt").read_bytes() == \
             (project / "requirements" / f"{name}.txt").read_bytes(), name
 
@@ -174,15 +178,37 @@ def test_an_amd64_trained_model_answers_the_same_on_arm64(project: Path, trained
     assert on_arm == on_amd  # a random forest: the same trees give the same answers, bit for bit
 
 
-def test_training_runs_on_arm64_and_its_model_serves_on_amd64(project: Path, trained: dict, tmp_path: Path) -> None:
-    """`make train PLATFORM=linux/arm64` (the train image's venv from the cross stage, the training under emulation),
-    in a copy of the project: the amd64 model stays the one the release carries."""
-    again = tmp_path / "project"
-    shutil.copytree(project, again, ignore=shutil.ignore_patterns("models", "dist", "digests.*"))
-    out = make(again, "train", "PLATFORM=linux/arm64", "TAG=arm64")
-    assert "deps-train-cross" in out, out[-3000:]
-    metadata = json.loads((again / "models" / "metadata.json").read_text())
-    assert metadata["platform"] == "aarch64"
+@pytest.fixture
+def user_copy() -> Iterator[tuple[Path, Path]]:
+    """A copy of the locked project owned by uid 1000, and their home (pytest's own tmp folders are private to
+    root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as uid 1000 (CI runs as root)")
+    root = Path(tempfile.mkdtemp(prefix="mldt-platforms-"))
+    try:
+        yield root / "project", root / "home"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_training_runs_on_arm64_as_the_user_and_its_model_serves_on_amd64(
+        project: Path, trained: dict, user_copy: tuple[Path, Path]) -> None:
+    """A uid-1000 user in the docker group types `make train PLATFORM=linux/arm64` (the train image's venv from the
+    cross stage, the training under emulation) in their copy of the project: the model is theirs, trained on
+    aarch64; the amd64 model stays the one the release carries."""
+    again, home = user_copy
+    shutil.copytree(project, again, ignore=shutil.ignore_patterns("models", "dist", "digests.*", ".env"))
+    home.mkdir()
+    run(["chown", "-R", f"{USER}:{USER}", str(again), str(home)])
+    again.parent.chmod(0o755)
+    run(as_user(["python3", "scripts/dotenv.py"], home), cwd=again)  # their .env (HOST_UID), as `make env` writes
+    result = timed(f"{COMBO.id} make train PLATFORM=linux/arm64 TAG=arm64 (uid {USER})",
+                   as_user(["make", "train", "PLATFORM=linux/arm64", "TAG=arm64", f"IMAGE={IMAGE}"], home),
+                   cwd=again, timeout=1800)
+    assert "deps-train-cross" in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
+    written = again / "models" / "metadata.json"
+    assert written.stat().st_uid == USER, "the arm64 training left files the user does not own"
+    assert json.loads(written.read_text())["platform"] == "aarch64"
     make(again, "build-serve", "PLATFORM=linux/amd64", "TAG=arm64-trained")
     answers, served = predictions(f"{IMAGE}:arm64-trained")
     assert served["platform"] == "aarch64"

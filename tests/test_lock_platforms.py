@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,29 @@ def test_a_platform_the_locks_cannot_target_and_the_local_fallback_say_why(tmp_p
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "linux/riscv64" in lines[0] and "fix that line" in lines[0], result.stderr
 
+
+
+def test_the_platforms_compile_at_once_and_the_first_failure_stops_the_rest(capfd: pytest.CaptureFixture[str]) -> None:
+    """The emulated platform's compile takes minutes: the native one runs beside it, each line of output after its
+    platform's name; results in PLATFORMS' order whichever ends first; a failed one stops the other at once."""
+    sh = "/bin/sh"
+    started = time.monotonic()
+    ended = lock.run_builds({"linux/amd64": [sh, "-c", "sleep 1; echo built >&2"],
+                             "linux/arm64": [sh, "-c", "echo built >&2"]})
+    assert time.monotonic() - started < 1.9  # beside each other, not one after the other (1 s + 1 s)
+    assert list(ended) == ["linux/amd64", "linux/arm64"]
+    assert ended == {"linux/amd64": (0, "built\n"), "linux/arm64": (0, "built\n")}
+    err = capfd.readouterr().err
+    assert "[linux/amd64] built\n" in err and "[linux/arm64] built\n" in err
+    started = time.monotonic()
+    ended = lock.run_builds({"linux/amd64": [sh, "-c", "sleep 30"],
+                             "linux/arm64": [sh, "-c", "echo exec format error >&2; exit 1"]})
+    assert time.monotonic() - started < 20, "a failed platform left the other one running"
+    assert ended["linux/arm64"] == (1, "exec format error\n")
+    assert ended["linux/amd64"][0] != 0
+    capfd.readouterr()
+    assert lock.run_builds({"": [sh, "-c", "echo alone >&2"]}) == {"": (0, "alone\n")}
+    assert capfd.readouterr().err == "alone\n"  # one platform: its output as it is
 
 def sha(short: str) -> str:
     """A made-up sha256 from a short name."""

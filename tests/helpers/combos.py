@@ -154,9 +154,8 @@ ENGINE_COMBOS = [
 # (tests/test_engine_transformers.py), trained from a tiny encoder the tests make; the chains above take numbers.
 TEXT_COMBOS = [Combo("3.11", "transformers", "slim", "baked", lock_tool="uv", dev_environment=False, ci="none",
                      kubernetes=False)]
-# Copier's default platforms, amd64 and arm64 (tests/test_engine_platforms.py): the default render without the dev
-# environment, whose lock would add 4 minutes of pip-compile under emulation (its merge is the train and serve locks')
-PLATFORM_COMBOS = [replace(DEFAULT_COMBO, platforms="linux/amd64,linux/arm64", dev_environment=False)]
+# Copier's default platforms, amd64 and arm64 (tests/test_engine_platforms.py): the default render, dev lock included
+PLATFORM_COMBOS = [replace(DEFAULT_COMBO, platforms="linux/amd64,linux/arm64")]
 DEV_BUILDS = [c for c in ENGINE_COMBOS if c.dev_environment]
 ONNX_BUILDS = [c for c in ENGINE_COMBOS if c.serve_runtime == "onnx"]
 # lock_tool=uv against pip-tools, pins and hashes, on the default and on PyTorch (a framework with its own wheel
