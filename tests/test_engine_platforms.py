@@ -180,10 +180,7 @@ def test_an_amd64_trained_model_answers_the_same_on_arm64(project: Path, trained
 
 @pytest.fixture
 def user_copy() -> Iterator[tuple[Path, Path]]:
-    """A copy of the locked project owned by uid 1000, and their home (pytest's own tmp folders are private to
-    root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to act as uid 1000 (CI runs as root)")
+    """A folder for the user's copy of the project and their home (pytest's own tmp folders are private to root)."""
     root = Path(tempfile.mkdtemp(prefix="mldt-platforms-"))
     try:
         yield root / "project", root / "home"
@@ -193,21 +190,29 @@ def user_copy() -> Iterator[tuple[Path, Path]]:
 
 def test_training_runs_on_arm64_as_the_user_and_its_model_serves_on_amd64(
         project: Path, trained: dict, user_copy: tuple[Path, Path]) -> None:
-    """A uid-1000 user in the docker group types `make train PLATFORM=linux/arm64` (the train image's venv from the
-    cross stage, the training under emulation) in their copy of the project: the model is theirs, trained on
-    aarch64; the amd64 model stays the one the release carries."""
+    """A user in the docker group (uid 1000 where the tests run as root, as in CI; else this machine's own user)
+    types `make train PLATFORM=linux/arm64` (the train image's venv from the cross stage, the training under
+    emulation) in their copy of the project: the model is theirs, trained on aarch64; the amd64 model stays the one
+    the release carries."""
     again, home = user_copy
+    root = os.geteuid() == 0
+    uid = USER if root else os.geteuid()
     shutil.copytree(project, again, ignore=shutil.ignore_patterns("models", "dist", "digests.*", ".env"))
     home.mkdir()
-    run(["chown", "-R", f"{USER}:{USER}", str(again), str(home)])
-    again.parent.chmod(0o755)
-    run(as_user(["python3", "scripts/dotenv.py"], home), cwd=again)  # their .env (HOST_UID), as `make env` writes
-    result = timed(f"{COMBO.id} make train PLATFORM=linux/arm64 TAG=arm64 (uid {USER})",
-                   as_user(["make", "train", "PLATFORM=linux/arm64", "TAG=arm64", f"IMAGE={IMAGE}"], home),
-                   cwd=again, timeout=1800)
+    if root:
+        run(["chown", "-R", f"{uid}:{uid}", str(again), str(home)])
+        again.parent.chmod(0o755)
+
+    def user(*cmd: str) -> list[str]:  # as_user with 0: as this process's own user, in the same clean environment
+        return as_user(list(cmd), home, USER if root else 0)
+
+    run(user("python3", "scripts/dotenv.py"), cwd=again)  # their .env (HOST_UID), as `make env` writes it
+    result = timed(f"{COMBO.id} make train PLATFORM=linux/arm64 TAG=arm64 (uid {uid})",
+                   user("make", "train", "PLATFORM=linux/arm64", "TAG=arm64", f"IMAGE={IMAGE}"), cwd=again,
+                   timeout=1800)
     assert "deps-train-cross" in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
     written = again / "models" / "metadata.json"
-    assert written.stat().st_uid == USER, "the arm64 training left files the user does not own"
+    assert written.stat().st_uid == uid, "the arm64 training left files the user does not own"
     assert json.loads(written.read_text())["platform"] == "aarch64"
     make(again, "build-serve", "PLATFORM=linux/amd64", "TAG=arm64-trained")
     answers, served = predictions(f"{IMAGE}:arm64-trained")
