@@ -160,14 +160,13 @@ def test_a_platform_the_locks_cannot_target_and_the_local_fallback_say_why(tmp_p
     assert len(lines) == 1 and "linux/riscv64" in lines[0] and "fix that line" in lines[0], result.stderr
 
 
-
 def test_the_platforms_compile_at_once_and_the_first_failure_stops_the_rest(capfd: pytest.CaptureFixture[str]) -> None:
     """The emulated platform's compile takes minutes: the native one runs beside it, each line of output after its
     platform's name; results in PLATFORMS' order whichever ends first; a failed one stops the other at once."""
     sh = "/bin/sh"
     started = time.monotonic()
     ended = lock.run_builds({"linux/amd64": [sh, "-c", "sleep 1; echo built >&2"],
-                             "linux/arm64": [sh, "-c", "echo built >&2"]})
+                             "linux/arm64": [sh, "-c", "sleep 1; echo built >&2"]})
     assert time.monotonic() - started < 1.9  # beside each other, not one after the other (1 s + 1 s)
     assert list(ended) == ["linux/amd64", "linux/arm64"]
     assert ended == {"linux/amd64": (0, "built\n"), "linux/arm64": (0, "built\n")}
@@ -182,6 +181,7 @@ def test_the_platforms_compile_at_once_and_the_first_failure_stops_the_rest(capf
     capfd.readouterr()
     assert lock.run_builds({"": [sh, "-c", "echo alone >&2"]}) == {"": (0, "alone\n")}
     assert capfd.readouterr().err == "alone\n"  # one platform: its output as it is
+
 
 def sha(short: str) -> str:
     """A made-up sha256 from a short name."""
