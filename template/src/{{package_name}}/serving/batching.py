@@ -242,7 +242,6 @@ class Batcher:
             _settle(pending.future, (indices[start:end], proba[start:end] if proba is not None else None))
             start = end
 
-
     async def _model(self, loop: asyncio.AbstractEventLoop, rows: np.ndarray, probabilities: bool) -> Result:
         """One model call: on the loop while calls are short, else in the model thread (see the module's doc)."""
         if self._call_s < INLINE_MAX_S:

@@ -1,5 +1,6 @@
 """ServingState: what the routes share (settings, the loaded model, the batcher, metrics, prediction log, peer
-workers), created once per process by create_app and handed to each route by the `State` dependency."""
+workers), created once per process by create_app and handed to the routes: /predict's by its router factory, the
+others' by the `State` dependency."""
 
 from __future__ import annotations
 
