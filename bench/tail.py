@@ -10,7 +10,7 @@ it) and idle time (nothing to do: no request had arrived); for a generated serve
 Each server runs as bench/serving.py runs it (`--cpus 1 --cpuset-cpus 0`, read-only root, no capabilities; wrk on
 the other CPU, on the container's own loopback), one after the other, --rounds times. The split of the whole load
 comes from the host: /proc/<pid>/schedstat of the server's main thread (where uvicorn's event loop runs) before and
-after. For a generated server (an image with /app/src/<package>/serving) the batches come from bench/tail_probe.py,
+after, with the times its cgroup was throttled by the CPU quota (cpu.stat). For a generated server (an image with /app/src/<package>/serving) the batches come from bench/tail_probe.py,
 mounted read-only and run as the image's Python in place of `python -m <package>.serve` (WORKERS=1): the same
 server, with each batch noted (wall clock, the thread's CPU time, its wait for a CPU); a cycle is the time from one
 batch to the next, and a slow one (over twice the median) is split the same way. Idle time inside a cycle is the
@@ -85,10 +85,26 @@ def schedstat(pid: int) -> tuple[int, int]:
     return int(on_cpu), int(waiting)
 
 
+def throttled(pid: int) -> tuple[int, float]:
+    """(periods throttled, ms throttled) of the process's cgroup by its CPU quota (--cpus), cgroup v1 or v2."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers and "cpu" not in controllers.split(","):
+            continue
+        # v1: /sys/fs/cgroup/<controllers>/<path>; v2 (the "0::" line): /sys/fs/cgroup/<path>
+        found = Path("/sys/fs/cgroup", controllers, path.lstrip("/"), "cpu.stat")
+        if found.exists():
+            stat = dict(x.split() for x in found.read_text().splitlines())
+            ms = int(stat["throttled_time"]) / 1e6 if "throttled_time" in stat else int(stat["throttled_usec"]) / 1e3
+            return int(stat["nr_throttled"]), ms
+    raise SystemExit(f"no cpu.stat for pid {pid}'s cgroup")
+
+
 def generated(image: str) -> bool:
-    probe = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
-                 "ls -d /app/src/*/serving"], check=False)
-    return probe.returncode == 0 and bool(probe.stdout.strip())
+    """Whether the image holds a generated server (its Python: distroless images have no shell)."""
+    probe = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c",
+                 "import glob, sys; sys.exit(0 if glob.glob('/app/src/*/serving') else 1)"], check=False)
+    return probe.returncode == 0
 
 
 def cycles(path: Path, window: tuple[float, float]) -> str:
@@ -132,9 +148,9 @@ def measure(server: Server, args: argparse.Namespace, work: Path) -> str:
         script = wrk_script(server, 1, work / "tail.lua")
         if args.warmup > 0:
             wrk(running, script, args, args.warmup)
-        before, began = schedstat(running.pid), time.perf_counter()
+        before, quota_before, began = schedstat(running.pid), throttled(running.pid), time.perf_counter()
         stats = wrk(running, script, args, args.seconds)
-        after, ended = schedstat(running.pid), time.perf_counter()
+        after, quota_after, ended = schedstat(running.pid), throttled(running.pid), time.perf_counter()
         run(["docker", "stop", "--time", "10", running.cid], check=False, timeout=60)
     finally:
         run(["docker", "rm", "-f", running.cid], check=False)
@@ -145,7 +161,8 @@ def measure(server: Server, args: argparse.Namespace, work: Path) -> str:
             + ", ".join(f"p{p} {stats[f'p{p}'] / 1000:.2f}" for p in PERCENTILES)
             + f", max {stats['max_us'] / 1000:.2f} ms" + (f", {stats['errors']} errors" if stats["errors"] else "")
             + f"; event loop thread: own CPU {100 * on_cpu / wall:.0f}%, waiting for a CPU "
-            f"{100 * waiting / wall:.1f}%, idle {100 * max(0.0, wall - on_cpu - waiting) / wall:.1f}%")
+            f"{100 * waiting / wall:.1f}%, idle {100 * max(0.0, wall - on_cpu - waiting) / wall:.1f}%; throttled by "
+            f"its CPU quota {quota_after[0] - quota_before[0]} times, {quota_after[1] - quota_before[1]:.1f} ms")
     if probed:
         line += "\n    batches: " + cycles(out / "cycles.json", (began, ended))
     return line
