@@ -55,12 +55,10 @@ from serving import (
     REPO,
     Server,
     baseline_server,
-    build_render,
     check_answers,
     parse_answers,
-    render_image,
+    render_or_build,
     run,
-    slug,
     start,
     wrk,
     wrk_command,
@@ -180,13 +178,7 @@ def main() -> int:
             server = baseline_server(args.image)
             server.label = args.image
         else:
-            answers = parse_answers(args.answers)
-            image = render_image(answers)
-            if run(["docker", "image", "inspect", image], check=False).returncode == 0:
-                server = baseline_server(image)
-                server.label = f"template ({slug(answers)})"
-            else:
-                server, _ = build_render(answers, work)
+            server = render_or_build(parse_answers(args.answers), work)
         server.args += [a for item in args.env for a in ("-e", item)]
         return profile(server, args, spy, work)
     finally:

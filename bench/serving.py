@@ -227,6 +227,17 @@ def build_render(answers: dict[str, str], work: Path) -> tuple[Server, Path]:
     return render_server(answers, int(copied.get("serve_port", 8000))), project
 
 
+def render_or_build(answers: dict[str, str], work: Path) -> Server:
+    """The render's serve image as an earlier run built it, or built now (build_render): for the tools beside this
+    one (profile_serving.py, tail.py), which measure what `make bench-serving` built."""
+    image = render_image(answers)
+    if run(["docker", "image", "inspect", image], check=False).returncode != 0:
+        return build_render(answers, work)[0]
+    server = baseline_server(image)
+    server.label = f"template ({slug(answers)})"
+    return server
+
+
 def seed_server() -> Server:
     return Server(SEED_LABEL, f"{PREFIX}/seed002:bench", SEED_PORT, command=SEED_COMMAND, kind="seed")
 
@@ -362,13 +373,14 @@ def start(server: Server, cpu: str) -> Running:
     raise SystemExit(f"{server.label} never became ready:\n{(logs.stdout + logs.stderr)[-3000:]}")
 
 
-def wrk_script(server: Server, rows: int, path: Path) -> Path:
-    """A wrk Lua script sending the request of `rows` rows and printing wrk's summary as one JSON line."""
+def wrk_script(server: Server, rows: int, path: Path, done: str = WRK_DONE) -> Path:
+    """A wrk Lua script sending the request of `rows` rows and printing wrk's summary as one JSON line (`done`: the
+    Lua that prints it)."""
     method, target, body = request_for(server, rows)
     lua = [f'wrk.method = "{method}"', f'wrk.path = "{target}"', 'wrk.headers["Content-Type"] = "application/json"']
     if body is not None:
         lua.append(f"wrk.body = [==[{body.decode()}]==]")
-    path.write_text("\n".join(lua) + "\n" + WRK_DONE)
+    path.write_text("\n".join(lua) + "\n" + done)
     return path
 
 

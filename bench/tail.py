@@ -10,11 +10,12 @@ it) and idle time (nothing to do: no request had arrived); for a generated serve
 Each server runs as bench/serving.py runs it (`--cpus 1 --cpuset-cpus 0`, read-only root, no capabilities; wrk on
 the other CPU, on the container's own loopback), one after the other, --rounds times. The split of the whole load
 comes from the host: /proc/<pid>/schedstat of the server's main thread (where uvicorn's event loop runs) before and
-after, with the times its cgroup was throttled by the CPU quota (cpu.stat). For a generated server (an image with /app/src/<package>/serving) the batches come from bench/tail_probe.py,
-mounted read-only and run as the image's Python in place of `python -m <package>.serve` (WORKERS=1): the same
-server, with each batch noted (wall clock, the thread's CPU time, its wait for a CPU); a cycle is the time from one
-batch to the next, and a slow one (over twice the median) is split the same way. Idle time inside a cycle is the
-server waiting for requests that the client has not sent or the kernel has not delivered yet.
+after, with the times its cgroup was throttled by the CPU quota (cpu.stat). For a generated server (an image with
+/app/src/<package>/serving) the batches come from bench/tail_probe.py, mounted read-only and run as the image's
+Python in place of `python -m <package>.serve` (WORKERS=1): the same server, with each batch noted (wall clock, the
+thread's CPU time, its wait for a CPU); a cycle is the time from one batch to the next, and a slow one (over twice
+the median) is split the same way. Idle time inside a cycle is the server waiting for requests that the client has
+not sent or the kernel has not delivered yet.
 """
 
 from __future__ import annotations
@@ -35,19 +36,17 @@ from serving import (  # noqa: E402
     Running,
     Server,
     baseline_server,
-    build_render,
     check_answers,
     parse_answers,
-    render_image,
-    request_for,
+    render_or_build,
     run,
-    slug,
     start,
+    wrk_script,
 )
 
 PROBE = Path(__file__).resolve().parent / "tail_probe.py"
 PERCENTILES = (50, 90, 99, 99.9)
-WRK_PERCENTILES = """
+WRK_DONE = """
 done = function(summary, latency, requests)
   io.write(string.format('TAIL {"requests": %d, "duration_us": %d, "errors": %d, "max_us": %d',
     summary.requests, summary.duration, summary.errors.status + summary.errors.connect + summary.errors.read
@@ -57,17 +56,7 @@ done = function(summary, latency, requests)
   end
   io.write("}\\n")
 end
-"""
-
-
-def wrk_script(server: Server, rows: int, path: Path) -> Path:
-    method, target, body = request_for(server, rows)
-    lua = [f'wrk.method = "{method}"', f'wrk.path = "{target}"', 'wrk.headers["Content-Type"] = "application/json"']
-    if body is not None:
-        lua.append(f"wrk.body = [==[{body.decode()}]==]")
-    done = WRK_PERCENTILES.replace("PERCENTILE_LIST", ", ".join(str(p) for p in PERCENTILES))
-    path.write_text("\n".join(lua) + "\n" + done)
-    return path
+""".replace("PERCENTILE_LIST", ", ".join(str(p) for p in PERCENTILES))
 
 
 def wrk(running: Running, script: Path, args: argparse.Namespace, seconds: int) -> dict[str, float]:
@@ -145,7 +134,7 @@ def measure(server: Server, args: argparse.Namespace, work: Path) -> str:
     running = start(server, args.server_cpu)
     try:
         check_answers(running)
-        script = wrk_script(server, 1, work / "tail.lua")
+        script = wrk_script(server, 1, work / "tail.lua", WRK_DONE)
         if args.warmup > 0:
             wrk(running, script, args, args.warmup)
         before, quota_before, began = schedstat(running.pid), throttled(running.pid), time.perf_counter()
@@ -197,14 +186,7 @@ def main() -> int:
             server.kind = "template" if generated(image) else "floor"  # the floor: any answer to a row will do
             servers.append(server)
         if not servers:
-            answers = parse_answers(args.answers)
-            image = render_image(answers)
-            if run(["docker", "image", "inspect", image], check=False).returncode == 0:
-                server = baseline_server(image)
-                server.label = f"template ({slug(answers)})"
-            else:
-                server, _ = build_render(answers, work)
-            servers.append(server)
+            servers.append(render_or_build(parse_answers(args.answers), work))
         print(f"{time.strftime('%Y-%m-%d')}; {args.connections} connections x 1 row, {args.warmup} s warm-up then "
               f"{args.seconds} s; latencies in ms", flush=True)
         for round_ in range(1, args.rounds + 1):
