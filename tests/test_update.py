@@ -182,11 +182,20 @@ def release_commit(version: str) -> str:
     return run(["git", "log", "--format=%H", f"--grep=^Release {re.escape(version)}$"], cwd=REPO).stdout.split()[0]
 
 
+# who tags releases: the script .github/workflows/release.yml runs on main (git's identity as GIT sets it)
+TAGGER = {"GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.org", "GIT_AUTHOR_NAME": "Test",
+          "GIT_AUTHOR_EMAIL": "test@example.org"}
+
+
+def tag_releases(template: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, str(REPO / "tools/tag_releases.py"), *args], cwd=template, env=TAGGER, check=check)
+
+
 def released_template(dst: Path) -> Path:
-    """A clone of this repository with every release tagged (Copier runs the migrations between two tags)."""
+    """A clone of this repository with every release tagged as the release workflow tags them (a clean clone may
+    carry no tags; Copier runs the migrations between two tags)."""
     run(["git", "clone", "-q", str(REPO), str(dst)])
-    for version in releases():
-        git(dst, "tag", "-f", version, release_commit(version))
+    tag_releases(dst)
     return dst
 
 
