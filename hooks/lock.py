@@ -8,6 +8,7 @@ runs it afterwards. Standard library only, so it runs under any Python 3.9+.
     ENGINE=podman python scripts/lock.py   # the same with Podman (make passes its ENGINE)
     python scripts/lock.py --engine docker|local
     python scripts/lock.py --check    # offline: is every lock up to date with its inputs? (make lock-check)
+    python scripts/lock.py --check --report   # the same, said after `make update`, exit 0 (stale or not)
     python scripts/lock.py compile    # what the Dockerfile's `lock` stage runs (inside the image)
 
 The lock tool is the Dockerfile's LOCK_TOOL (pip-tools or uv) at LOCK_TOOL_VERSION; both compile the same .in files
@@ -32,9 +33,10 @@ The user's pip settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP
 `pip config`) reach the build as a BuildKit secret, never as a build argument, and the locks never record index
 URLs (they may carry credentials). uv reads no pip.conf: the same settings reach it as UV_* variables.
 
-Every lock starts with a stamp: the sha256 of what it was compiled from (its .in files and their -r/-c includes,
-the Python version, the builder image, the platforms and the lock tool with its version). `--check` recomputes it,
-without network or Docker, so CI and a pre-commit hook can refuse a lock that is stale against its .in.
+Every lock starts with a stamp of what it was compiled from, each input on its own: the Python version, the builder
+image, the lock tool with its version, the platforms, and the sha256 of each .in file (with its -r/-c includes).
+`--check` recomputes it, without network or Docker, so CI and a pre-commit hook refuse a stale lock and say which
+input changed. Stamps from before (one sha256 of everything) are still read.
 """
 
 from __future__ import annotations
@@ -100,7 +102,14 @@ UV_ENV = {
     "find-links": ("UV_FIND_LINKS", ","),
     "trusted-host": ("UV_INSECURE_HOST", " "),
 }
-STAMP = "# lock-inputs: sha256="
+STAMP = "# lock-inputs: "  # `key=value` of each input, on the lock's first lines
+FIELD = re.compile(r"(?<!\S)([^\s=]+)=(\S+)")
+# the single-hash stamp of 0.2.0 to 0.3.0 and after: `sha256=<hex> (python X, <image>[ (<platforms>)], <tool>; ...)`
+LEGACY = re.compile(r"^# lock-inputs: sha256=([0-9a-f]{64})"
+                    r"(?: \(python (\S+), ([^\s,]+)(?: \(([^)]*)\))?, ([^\s;]+);)?")
+# what every lock depends on besides its .in files, as a stale lock names it
+ENVIRONMENT = {"python": "the Python", "image": "the builder image", "tool": "the lock tool",
+               "platforms": "the platforms"}
 # `# lock-exclude: name ...` in a lock's own .in file: packages its dependencies declare that the lock leaves out
 # (uv --no-emit-package; pip-compile --unsafe-package without --allow-unsafe, which notes them unpinned)
 EXCLUDE = re.compile(r"^#\s*lock-exclude:(.*)$", re.MULTILINE)
@@ -381,47 +390,109 @@ def lock_inputs(project: Path, name: str) -> list[Path]:
     return seen
 
 
-def inputs_digest(project: Path, name: str) -> tuple[str, str]:
-    """(sha256, summary) of what a lock depends on: its .in files, the Python, the builder image, the lock tool."""
+def lock_environment(project: Path) -> dict[str, str]:
+    """The Python, the builder image, the lock tool and the platforms, as the Dockerfile's ARGs say."""
     args = dockerfile_args(project)
     python = args.get("PYTHON_VERSION", "?")
     # a digest pin (@sha256:...) moves weekly with security updates of the same image; the tag decides the lock
     image = re.sub(r"@sha256:[0-9a-f]+$", "", args.get("BUILDER_IMAGE", "?").replace("${PYTHON_VERSION}", python))
-    tool = f"{args.get('LOCK_TOOL', 'pip-tools')}=={args.get('LOCK_TOOL_VERSION', '?')}"
-    text = f"python={python}\nimage={image}\ntool={tool}\n"
+    found = {"python": python, "image": image,
+             "tool": f"{args.get('LOCK_TOOL', 'pip-tools')}=={args.get('LOCK_TOOL_VERSION', '?')}"}
     if "PLATFORMS" in args:  # older Dockerfiles lock for the host's platform and have no such line
-        text += f"platforms={args['PLATFORMS']}\n"
-        image += f" ({args['PLATFORMS']})"
-    digest = hashlib.sha256(text.encode())
+        found["platforms"] = args["PLATFORMS"]
+    return found
+
+
+def input_files(project: Path, name: str) -> dict[str, bytes]:
+    """{label: content} of a lock's .in files, labelled by their path in the project (its name if outside)."""
     root = project.resolve()
-    for path in lock_inputs(project, name):
-        label = path.relative_to(root).as_posix() if root in path.parents else path.name
-        digest.update(f"{label}\n".encode() + path.read_bytes().replace(b"\r\n", b"\n"))
-    return digest.hexdigest(), f"python {python}, {image}, {tool}"
+    return {(path.relative_to(root).as_posix() if root in path.parents else path.name):
+            path.read_bytes().replace(b"\r\n", b"\n") for path in lock_inputs(project, name)}
+
+
+def stamp_fields(project: Path, name: str) -> dict[str, str]:
+    """What the stamp records: the environment, then each .in file's sha256 (its first 16 hex digits: enough to
+    tell which file changed)."""
+    files = input_files(project, name)
+    return {**lock_environment(project),
+            **{label: "sha256:" + hashlib.sha256(data).hexdigest()[:16] for label, data in files.items()}}
+
+
+def inputs_digest(project: Path, name: str) -> tuple[str, str]:
+    """(sha256, summary) of everything together: the single-hash stamp of before, still read by the check."""
+    env = lock_environment(project)
+    text = "".join(f"{key}={env[key]}\n" for key in ENVIRONMENT if key in env)
+    digest = hashlib.sha256(text.encode())
+    for label, data in input_files(project, name).items():
+        digest.update(f"{label}\n".encode() + data)
+    image = env["image"] + (f" ({env['platforms']})" if "platforms" in env else "")
+    return digest.hexdigest(), f"python {env['python']}, {image}, {env['tool']}"
 
 
 def stamp_lock(project: Path, name: str) -> None:
-    """Put the inputs' digest on the lock's first line (replacing an older stamp)."""
+    """Put the stamp on the lock's first lines (replacing an older one): the environment, then the .in files."""
     path = project / "requirements" / f"{name}.txt"
-    digest, summary = inputs_digest(project, name)
+    fields = stamp_fields(project, name)
+    env = " ".join(f"{key}={value}" for key, value in fields.items() if key in ENVIRONMENT)
+    files = " ".join(f"{key}={value}" for key, value in fields.items() if key not in ENVIRONMENT)
     body = "".join(line for line in path.read_text().splitlines(keepends=True) if not line.startswith(STAMP))
-    path.write_text(f"{STAMP}{digest} ({summary}; `make lock-check` compares it)\n{body}")
+    path.write_text(f"{STAMP}{env} (`make lock-check` compares them)\n{STAMP}{files}\n{body}")
+
+
+def joined(items: list[str], last: str = "and") -> str:
+    return ", ".join(items[:-1]) + f" {last} {items[-1]}" if len(items) > 1 else "".join(items)
+
+
+def environment_changes(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
+    def shown(key: str, value: str | None) -> str:
+        if value is None:
+            return "the host's" if key == "platforms" else "none"
+        return value.replace(",", ", ")
+
+    return [f"{what} changed ({shown(key, recorded.get(key))} -> {shown(key, now.get(key))})"
+            for key, what in ENVIRONMENT.items() if recorded.get(key) != now.get(key)]
+
+
+def stale(name: str, files: list[str], changes: list[str], note: str = "") -> str:
+    """`requirements/<name>.txt is stale against train.in, and the Python changed (3.12 -> 3.13): run make lock`"""
+    against = f" against {joined(files)}" if files else ""
+    because = (", and " if files else ": ") + joined(changes) if changes else ""
+    return f"requirements/{name}.txt is stale{against}{because}: run make lock{note}"
+
+
+def lock_problem(project: Path, name: str) -> str | None:
+    """Why a lock is stale, naming each input that changed; None when it is up to date."""
+    path = project / "requirements" / f"{name}.txt"
+    if not path.is_file():
+        return f"requirements/{name}.txt is missing: run make lock"
+    stamp = [line for line in path.read_text().splitlines()[:2] if line.startswith(STAMP)]
+    if not stamp:
+        return f"requirements/{name}.txt has no input stamp (made before lock-check): run make lock"
+    now = stamp_fields(project, name)
+    legacy = LEGACY.match(stamp[0])
+    if legacy:  # one hash of everything: an .in change cannot be told from another, the rest is in its summary
+        if legacy.group(1) == inputs_digest(project, name)[0]:
+            return None
+        python, image, platforms, tool = legacy.groups()[1:]
+        recorded = {"python": python, "image": image, "tool": tool, **({"platforms": platforms} if platforms else {})}
+        changes = environment_changes(recorded, now) if python else []
+        files = [] if changes else [joined([label.removeprefix("requirements/") for label in now
+                                            if label not in ENVIRONMENT], "or")]
+        return stale(name, files, changes, " (this lock predates the detailed stamp: re-made once, the check names "
+                                           "each input that changed)")
+    recorded = dict(pair for line in stamp for pair in FIELD.findall(line))
+    files = [label.removeprefix("requirements/") + ("" if label in recorded and label in now else
+                                                    " (new)" if label in now else " (no longer included)")
+             for label in dict.fromkeys([*now, *recorded])
+             if label not in ENVIRONMENT and recorded.get(label) != now.get(label)]
+    changes = environment_changes(recorded, now)
+    return stale(name, files, changes) if files or changes else None
 
 
 def check_locks(project: Path) -> list[str]:
-    """One line per lock that does not match its inputs (empty: all up to date). Offline and fast."""
-    problems = []
-    for name in locks(project):
-        path = project / "requirements" / f"{name}.txt"
-        if not path.is_file():
-            problems.append(f"requirements/{name}.txt is missing: run make lock")
-            continue
-        first = path.read_text().split("\n", 1)[0]
-        if not first.startswith(STAMP):
-            problems.append(f"requirements/{name}.txt has no input stamp (made before lock-check): run make lock")
-        elif first[len(STAMP):].split(" ", 1)[0] != inputs_digest(project, name)[0]:
-            problems.append(f"requirements/{name}.txt is stale against {name}.in: run make lock")
-    return problems
+    """One line per lock that does not match its inputs, saying which changed (empty: all up to date). Offline and
+    fast."""
+    return [problem for name in locks(project) if (problem := lock_problem(project, name))]
 
 
 def lock_platforms(project: Path) -> list[str]:
@@ -676,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upgrade", action="store_true", help="move every pin to the newest allowed version")
     parser.add_argument("--strict", action="store_true", help="exit 1 when no lock could be made")
     parser.add_argument("--check", action="store_true", help="exit 1 naming each lock stale against its inputs")
+    parser.add_argument("--report", action="store_true",
+                        help="with --check: say which locks are stale and why, or that none are; exit 0 (make update)")
     args = parser.parse_args(argv)
     project = Path.cwd()
 
@@ -694,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         problems = check_locks(project)
+        if args.report:  # after `make update`: the update is done either way, this says whether to lock
+            print("update: make lock needed:" if problems else "update: every lock is up to date with its inputs "
+                  "(no make lock needed)")
+            for line in problems:
+                print(f"  {line}")
+            return 0
         for line in problems:
             print(line, file=sys.stderr)
         return 1 if problems else 0

@@ -6,11 +6,14 @@ says, one line each, what to merge. A file counts as unchanged when it is what a
 each file as the template held it, tests/test_update.py checks them against the release commits).
 
     python migrations.py 0.3.0 before|after    (in the project; copier's own answers are not rendered for `before`)
+    python migrations.py locks after           (every update: which locks are stale and why)
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,7 +81,15 @@ def move_changed_files(stage: str, package: Path, project_name: str) -> None:
                   f"merge your changes there, then delete {package / old}")
 
 
-MIGRATIONS = {"0.3.0": serving_package_0_3_0}
+def lock_report(stage: str) -> None:
+    """Which locks the update made stale, and why (`scripts/lock.py --check --report`, the updated one). `make update`
+    says it itself once conflicts are known (it sets MAKE_UPDATE_REPORTS_LOCKS); this covers `copier update` run
+    by hand and `make update` in a project of an earlier release (its own Makefile runs, which does not say it)."""
+    if stage == "after" and not os.environ.get("MAKE_UPDATE_REPORTS_LOCKS") and Path("scripts/lock.py").is_file():
+        subprocess.run([sys.executable, "scripts/lock.py", "--check", "--report"], check=False)
+
+
+MIGRATIONS = {"0.3.0": serving_package_0_3_0, "locks": lock_report}
 
 if __name__ == "__main__":
     version, stage = sys.argv[1:3]
