@@ -730,12 +730,13 @@ def install_locks(staged: Path, req_dir: Path) -> None:
         shutil.copyfile(staged / f"{name}.txt", req_dir / f"{name}.txt")
 
 
-def instructions(python: str) -> str:
+def instructions(python: str, local: bool) -> str:
+    """What to do next; `local`: this machine could compile without an engine (it tried, and said why it failed)."""
+    also = "; or fix what the local compile said above" if local else ""
     return (
         "lock: requirements/train.txt and requirements/serve.txt were NOT written.\n"
-        "      The project is complete otherwise; to lock, do one of:\n"
-        "        - start Docker and run `make lock` (compiles inside the python:" + python + " image), or\n"
-        f"        - on Linux with Python {python}: `pip install pip-tools` then `make lock`.\n"
+        "      The project is complete otherwise; to lock, start Docker (or Podman: ENGINE=podman) and run\n"
+        f"      `make lock` (it compiles inside the python:{python} image{also}).\n"
         "      Private index? Export PIP_INDEX_URL / PIP_EXTRA_INDEX_URL first; they reach the build as a secret."
     )
 
@@ -798,12 +799,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 log(f"no {'Docker' if ENGINE == 'docker' else ENGINE} engine answers")
         local_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        local = False
         if not done and args.engine in ("auto", "local"):
             if platforms and platforms != [host_platform()]:
                 log(f"no local fallback: the locks are for {' and '.join(platforms)}, compiled in each one's image; "
                     "this needs a container engine")
             elif sys.platform.startswith("linux") and local_python == python:
                 log(f"compiling with a local {'uv' if tool == 'uv' else 'pip-compile'} (Linux, Python {local_python})")
+                local = True
                 done = lock_locally(project, staged, tool, version, args.upgrade)
             else:
                 log(f"no local fallback: this is {sys.platform} with Python {local_python}, the images use {python}")
@@ -813,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
                 stamp_lock(project, name)
             log("wrote " + " and ".join(f"requirements/{name}.txt" for name in locks(project)))
             return 0
-    print(instructions(python), file=sys.stderr)
+    print(instructions(python, local), file=sys.stderr)
     return 1 if args.strict else 0
 
 
