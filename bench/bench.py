@@ -157,7 +157,7 @@ def main() -> None:
     perf = load("mldt-bench:serve", args.requests, args.concurrency, args.max_seconds)
 
     print(f"Default render ({combo.id}); base {base} ({base_size / MB:.0f} MB); "
-          f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True, check=False).stdout.strip()} cores\n")
+          f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True, check=False, timeout=10).stdout.strip()} cores\n")
     print("| image | MB over base | largest layer MB | cold build s | rebuild after code change s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for target, over, largest, cold, rebuild in rows:

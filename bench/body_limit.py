@@ -52,7 +52,7 @@ print(total)
 def peak_kb(container: Container) -> int:
     """Peak resident memory of the container's processes, summed (the supervisor and every WORKERS process)."""
     return int(subprocess.run(["docker", "exec", container.id, "python", "-c", PEAKS], capture_output=True,
-                              text=True, check=True).stdout)
+                              text=True, check=True, timeout=60).stdout)
 
 
 def send(url: str, payload: bytes, chunked: bool, timeout: float) -> str:

@@ -35,7 +35,7 @@ def build(project: Path, target: str, extra: list[str]) -> float:
     start = time.monotonic()
     subprocess.run(["docker", "buildx", "build", "--platform", "linux/arm64", "--target", target, "--quiet",
                     "--no-cache-filter", f"deps-{target}-cross,deps-{target}", *extra, "."], cwd=project, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, timeout=3600)
     return time.monotonic() - start
 
 
@@ -53,7 +53,7 @@ def main() -> int:
                                                      "platforms": ["linux/amd64", "linux/arm64"]})
             dockerfile = project / "Dockerfile"
             dockerfile.write_text(dockerfile.read_text().replace(f"={BASE}\n", f"={base}\n"))
-            subprocess.run([sys.executable, "scripts/lock.py", "--strict"], cwd=project, check=True)
+            subprocess.run([sys.executable, "scripts/lock.py", "--strict"], cwd=project, check=True, timeout=3600)
             (project / "models").mkdir(exist_ok=True)
             (project / "models" / "metadata.json").write_text("{}")  # the serve image bakes a model: any will do
             times: dict[tuple[str, str], list[float]] = {}

@@ -69,7 +69,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
-    print(f"CPU: {cpu}; Docker {subprocess.run(['docker', 'version', '-f', '{{.Server.Version}}'], capture_output=True, text=True).stdout.strip()}")
+    print(f"CPU: {cpu}; Docker {subprocess.run(['docker', 'version', '-f', '{{.Server.Version}}'], capture_output=True, text=True, timeout=30).stdout.strip()}")
     print("| s | Docker | rootless Podman | ratio |")
     print("| --- | ---: | ---: | ---: |")
     for key in docker:

@@ -216,7 +216,8 @@ def profile(server: Server, args: argparse.Namespace, spy: str, work: Path) -> i
         finally:
             if load.poll() is None:
                 load.kill()
-                load.wait()
+                load.wait(timeout=30)
+            load.stdout.close()
         if spied.returncode != 0 or not raw.exists():
             raise SystemExit(f"py-spy failed ({spied.returncode}):\n{(spied.stdout + spied.stderr)[-3000:]}")
         stats = wrk_summary(out)

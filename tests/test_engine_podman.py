@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import k8s_tools
 from helpers.combos import DEFAULT_COMBO, Combo
-from helpers.engine import record_time, run
+from helpers.engine import kill_group, record_time, run
 from helpers.podman import USER, PodmanProject, PodmanUser
 
 
@@ -153,12 +153,19 @@ def test_docker_compose_on_podmans_socket_trains_and_serves_too(podman_project: 
     """No podman-compose on PATH: make drives docker compose through Podman's API socket, started as the docs say."""
     project, user = podman_project, podman_project.user
     socket = user.runtime_dir / "podman" / "podman.sock"
-    service = subprocess.Popen(user.command(["podman", "system", "service", "--time=0"]),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = user.root / "podman-service.log"
+    with log.open("w") as output:  # a file, not a pipe: nothing the service writes can fill a buffer and block it
+        service = subprocess.Popen(user.command(["podman", "system", "service", "--time=0"]), cwd=user.home,
+                                   stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
         deadline = time.monotonic() + 30
-        while not socket.exists() and time.monotonic() < deadline:
+        while not socket.exists() and time.monotonic() < deadline and service.poll() is None:
             time.sleep(0.2)
+        if not socket.exists():
+            kill_group(service)
+            pytest.fail(f"podman system service made no socket in 30 s (exit {service.returncode}): "
+                        f"{log.read_text().strip()[-500:]}", pytrace=False)
         models = project.dir / "models"
         (models / "metadata.json").unlink()
         project.make("train", compose=False)
@@ -167,8 +174,12 @@ def test_docker_compose_on_podmans_socket_trains_and_serves_too(podman_project: 
         assert http(project.url("SERVE_PORT", "/ready"))[0] == 200
         project.make("down", compose=False)
     finally:
-        service.terminate()
-        service.wait(timeout=30)
+        if service.poll() is None:
+            service.terminate()
+            try:
+                service.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill_group(service)
 
 
 @pytest.mark.engine

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,14 +21,51 @@ BUILD_LOG = Path(os.environ.get("MLDT_BUILD_LOG", Path(__file__).resolve().paren
 
 def run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 900, check: bool = True,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
+    """cmd with its output captured, in a process group of its own: past `timeout` the whole group is killed (make,
+    and the docker compose it started, not only make), and an AssertionError names the command, the timeout and the
+    tail of what it wrote so far. No stdin: a command that would read it gets end of file, not a wait."""
+    with subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env={**os.environ, **(env or {})}, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException as error:  # the timeout, or the test run interrupted: nothing of the group may outlive it
+            kill_group(process)
+            stdout, stderr = _rest_of_output(process)
+            if not isinstance(error, subprocess.TimeoutExpired):
+                raise
+            raise AssertionError(f"{' '.join(cmd)} timed out after {timeout:g} s (its process group killed)\n"
+                                 f"--- stdout so far\n{stdout[-4000:]}\n--- stderr so far\n{stderr[-4000:]}") from None
+    result = subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n"
             f"--- stderr\n{result.stderr[-4000:]}"
         )
     return result
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the process group of `process` (started with start_new_session=True), then reap `process`."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is gone already
+    process.wait(timeout=30)
+
+
+def _rest_of_output(process: subprocess.Popen) -> tuple[str, str]:
+    """What a killed process wrote, collected up to end of file; if something that left its group (a daemon that
+    called setsid) still holds the pipes, what arrived within 5 s."""
+    try:
+        return process.communicate(timeout=5)
+    except subprocess.TimeoutExpired as again:
+        return _text(again.stdout), _text(again.stderr)
+    except ValueError:  # communicate() was interrupted before it began reading
+        return "", ""
+
+
+def _text(data: bytes | str | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 def record_time(what: str, seconds: float) -> None:

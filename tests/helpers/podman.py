@@ -67,12 +67,25 @@ def _podman_config(home: Path) -> None:
         f'[engine]\n{runtime}cgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
 
 
+def error_line(text: str) -> str:
+    """A command's one line of cause: its last `Error...` line (podman and docker start theirs so, and may list
+    details after it), else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")]
+    return (errors or lines or ["(no output)"])[-1]
+
+
 class PodmanUser:
     """uid 1000 with rootless Podman in a private home, store and runtime folder, and podman-compose on PATH."""
 
     def __init__(self, images: list[str], tools: list[Path]):
         if os.geteuid() != 0:
             pytest.skip("needs root to set up a uid-1000 Podman user (CI runs as root)")
+        missing = [image for image in images
+                   if run(["docker", "image", "inspect", image], check=False, timeout=60).returncode != 0]
+        if missing:  # before the slow steps: the user's images come from Docker's store, nothing else has them
+            pytest.fail(f"the Podman user's images are not in Docker's store: {', '.join(missing)} (load the stand-in "
+                        "bases first: ../shared/tools/container-engine bases)", pytrace=False)
         ensure_podman()
         try:
             name = pwd.getpwuid(USER).pw_name
@@ -86,6 +99,13 @@ class PodmanUser:
         self.home, self.runtime_dir = self.root / "home", self.root / "run"
         self.home.mkdir()
         self.runtime_dir.mkdir(mode=0o700)
+        try:
+            self._set_up(images, tools)
+        except BaseException:
+            self._discard()  # the fixture never gets a user to close: nothing of it stays behind
+            raise
+
+    def _set_up(self, images: list[str], tools: list[Path]) -> None:
         _podman_config(self.home)
         venv = self.root / "podman-compose"
         uv = Path(sys.executable).parent / "uv"
@@ -95,12 +115,35 @@ class PodmanUser:
         run(["chown", "-R", f"{USER}:{USER}", str(self.home), str(self.runtime_dir)])
         self.compose_bin = venv / "bin"
         self.path = ":".join([*map(str, tools), "/usr/local/bin", "/usr/bin", "/bin"])
+        self.require_readable([self.root, self.home, self.compose_bin, *tools])
         for image in images:  # the stand-in bases, as a pull would bring them
-            saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-            loaded = subprocess.run(self.command(["podman", "load", "-q"]), stdin=saved.stdout, capture_output=True,
-                                    text=True, timeout=600, check=False)
-            saved.wait()
-            assert loaded.returncode == 0 and saved.returncode == 0, f"podman load {image}: {loaded.stderr[-2000:]}"
+            self.load(image)
+
+    def require_readable(self, folders: list[Path]) -> None:
+        """Fail in one line unless the user can list and enter each folder (and so every folder above it)."""
+        check = self.run(["sh", "-c", 'for d; do [ -r "$d" ] && [ -x "$d" ] || echo "$d"; done', "sh",
+                          *map(str, folders)], cwd=Path("/"), check=False, timeout=60)
+        unreadable = check.stdout.split() or ([] if check.returncode == 0 else [error_line(check.stderr)])
+        if unreadable:  # the first: the others are often below it
+            pytest.fail(f"uid {USER} (the Podman user) cannot read {unreadable[0]}: give it o+rx on that folder and "
+                        "every folder above it (TMPDIR included)", pytrace=False)
+
+    def load(self, image: str) -> None:
+        """`image` from Docker's store into the user's: `docker save` into a file of the user's root, then `podman
+        load` of that file as the user. Two steps, no pipe between them: a step that fails ends at once with its own
+        line, and each has a timeout."""
+        archive = self.root / f"image-{uuid.uuid4().hex[:8]}.tar"
+        try:
+            saved = run(["docker", "save", "-o", str(archive), image], check=False, timeout=300)
+            if saved.returncode != 0:
+                pytest.fail(f"docker save {image} exited {saved.returncode}: {error_line(saved.stderr)}", pytrace=False)
+            archive.chmod(0o644)
+            loaded = self.run(["podman", "load", "-q", "-i", str(archive)], check=False, timeout=300)
+            if loaded.returncode != 0:
+                pytest.fail(f"podman load {image} as uid {USER} exited {loaded.returncode}: "
+                            f"{error_line(loaded.stderr)}", pytrace=False)
+        finally:
+            archive.unlink(missing_ok=True)
 
     def command(self, cmd: list[str], *, compose: bool = True, env: dict[str, str] | None = None) -> list[str]:
         """cmd as the user in a clean environment: no Docker socket group, podman-compose on PATH unless not
@@ -112,13 +155,18 @@ class PodmanUser:
 
     def run(self, cmd: list[str], *, cwd: Path | None = None, check: bool = True, timeout: float = 900,
             compose: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return run(self.command(cmd, compose=compose, env=env), cwd=cwd, check=check, timeout=timeout)
+        """cmd as the user, in `cwd` or else the user's home: never the test's own folder, which the user may not be
+        able to enter (podman then fails with "cannot chdir")."""
+        return run(self.command(cmd, compose=compose, env=env), cwd=cwd or self.home, check=check, timeout=timeout)
 
     def close(self) -> None:
         """Remove the user's containers, stop Podman's pause process of this runtime folder, delete the store (as
         root: faster than `podman system reset`, which unmounts and removes layer by layer; in the background, as
         nothing waits for it: 20 s of the suite's time)."""
         self.run(["podman", "rm", "--all", "--force", "--time", "0"], check=False, timeout=120)
+        self._discard()
+
+    def _discard(self) -> None:
         pause = self.runtime_dir / "libpod" / "tmp" / "pause.pid"
         try:
             os.kill(int(pause.read_text()), signal.SIGKILL)

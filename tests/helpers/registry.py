@@ -45,7 +45,8 @@ class Registry:
         config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {root}/data}},"
                           f" delete: {{enabled: true}}}}\nhttp: {{addr: '{self.host}'}}\n")
         self.log = (root / "registry.log").open("w")
-        self.process = subprocess.Popen([binary, "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -53,6 +54,7 @@ class Registry:
                 break
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.close()
                     raise RuntimeError(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
                 time.sleep(0.2)
 
@@ -74,4 +76,5 @@ class Registry:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait(timeout=10)
         self.log.close()

@@ -69,10 +69,12 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"{package}.serve"], cwd=project, stdout=log.open("w"), stderr=subprocess.STDOUT,
-            env={**env, "HOST": "127.0.0.1", "PORT": str(self.port), "MODEL_DIR": str(models), "MODEL_URI": "",
-                 "MODEL_NAME": MODEL_NAME}, start_new_session=True)
+        with log.open("w") as output:  # the child's; the parent closes its copy
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"{package}.serve"], cwd=project, stdin=subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT, env={**env, "HOST": "127.0.0.1", "PORT": str(self.port),
+                                               "MODEL_DIR": str(models), "MODEL_URI": "", "MODEL_NAME": MODEL_NAME},
+                start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> bool:
         deadline = time.monotonic() + timeout
@@ -117,7 +119,7 @@ class Server:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                self.process.wait(timeout=20)
         return self.process.returncode
 
 

@@ -63,7 +63,7 @@ def main() -> int:
                      for a in ("--platform", p)]
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--implementation",
                         "cp", "--python-version", args.python, *platforms, "-d", str(wheels), "-r",
-                        str(build / "requirements.txt")], check=True)
+                        str(build / "requirements.txt")], check=True, timeout=3600)
         have = {re.sub(r"[-_.]+", "_", name).lower() for name in args.have}
         for wheel in wheels.iterdir():
             if wheel.name.split("-")[0].lower() in have:

@@ -35,16 +35,17 @@ def main() -> int:
     source = (["--no-index", "--find-links", str(build / "wheels")] if (build / "wheels").is_dir() else [])
     extra = [str(args.torch_wheel)] if args.torch_wheel else []
     install = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *source,
-                              "-r", str(build / "requirements.txt"), *extra], capture_output=True, text=True)
+                              "-r", str(build / "requirements.txt"), *extra], capture_output=True, text=True, timeout=3600)
     if install.returncode != 0:
         last = (install.stderr.strip().splitlines() or ["(no output)"])[-1]
         print(f"gpu_check: installing the check's dependencies failed: {last}", file=sys.stderr)
         return 1
-    if subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0:
+    if subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=300).returncode != 0:
         print("gpu_check: torch is not importable: on a GPU machine use its CUDA build (system site packages), "
               "elsewhere pass --torch-wheel", file=sys.stderr)
         return 1
-    return subprocess.run([python, str(HERE / "check.py"), str(build / "project"), *args.check_args]).returncode
+    return subprocess.run([python, str(HERE / "check.py"), str(build / "project"), *args.check_args],
+                          timeout=3600).returncode  # check.py bounds each of its own steps; this, the whole
 
 
 if __name__ == "__main__":
