@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,21 @@ MATRIX = CONFIG["matrix"]["default"]
 # never-asked data entries (the matrix, the reserved names): the validators read them as variables
 DATA = {k: v["default"] for k, v in CONFIG.items()
         if not k.startswith("_") and v.get("when") is False and not isinstance(v.get("default"), str)}
-# Copier renders copier.yml's templates in a sandbox with these extensions (copier/_main.py: Worker.jinja_env)
-JINJA = jinja2.sandbox.SandboxedEnvironment(extensions=["jinja2_ansible_filters.AnsibleCoreFiltersExtension"])
+# Copier renders copier.yml's templates in a sandbox with these extensions, loading includes from the template's
+# root (copier/_main.py: Worker.jinja_env)
+JINJA = jinja2.sandbox.SandboxedEnvironment(extensions=["jinja2_ansible_filters.AnsibleCoreFiltersExtension"],
+                                            loader=jinja2.FileSystemLoader(REPO))
+RULES = (REPO / "includes" / "rules.jinja").read_text()
+
+
+def offered(question: str, context: dict[str, Any]) -> dict[Any, str]:
+    """A choice question's values as Copier offers them after these answers: value -> why it is disabled ('')."""
+    spec = QUESTIONS[question]["choices"]
+    if isinstance(spec, str):  # rendered by includes/rules.jinja: [[label, {value, validator}], ...]
+        spec = yaml.safe_load(_render(spec, context))
+    pairs = spec.items() if isinstance(spec, dict) else [c if isinstance(c, list) else (c, c) for c in spec]
+    return {(v["value"] if isinstance(v, dict) else v): (v.get("validator", "") if isinstance(v, dict) else "")
+            for _, v in pairs}
 
 
 def choices(question: str) -> list[Any]:
@@ -63,8 +77,7 @@ def choices(question: str) -> list[Any]:
     spec = QUESTIONS[question]
     if spec.get("type") == "bool":
         return [False, True]
-    offered = spec.get("choices", {})
-    values = list(offered.values()) if isinstance(offered, dict) else list(offered)
+    values = list(offered(question, DATA))
     if spec.get("multiselect"):  # every non-empty selection, comma-joined in the choices' order, the largest first
         return [",".join(chosen) for size in range(len(values), 0, -1)
                 for chosen in itertools.combinations(values, size)]
@@ -102,36 +115,60 @@ def asked(question: str, context: dict[str, Any]) -> bool:
 
 def complete(answers: dict[str, Any]) -> dict[str, Any]:
     """Every asked question's answer, in copier.yml's order: the given ones, else the (rendered) defaults.
-    A question that is not asked has no entry."""
+    A question that is not asked has no entry, but for a yes/no question, which then still has its answer: the one
+    the answers above fix (gpu on nvidia/cuda, or for scikit-learn), or the one given with -d (Copier checks it)."""
     answers = {**DEFAULT_ANSWERS, **answers}
     context: dict[str, Any] = {**DATA}
     for name, spec in QUESTIONS.items():
-        if not asked(name, context):
+        if not asked(name, context) and spec.get("type") != "bool":
             continue
         context[name] = answers[name] if name in answers else _cast(spec, _render(spec.get("default"), context))
         if spec.get("multiselect") and isinstance(context[name], str):  # a selection as choices() names it
-            context[name] = context[name].split(",")
+            text = context[name]
+            context[name] = yaml.safe_load(text) if text.startswith("[") else text.split(",")
     return {name: context[name] for name in QUESTIONS if name in context}
 
 
 def refusals(answers: dict[str, Any]) -> dict[str, str]:
-    """What the validators say about these answers (completed with the defaults): {question: message}, empty when
-    Copier accepts them."""
-    context = {**DATA, **complete(answers)}
+    """What Copier says about these answers (completed with the defaults), in its words: {question: the last line
+    of its error} for a disabled choice or a validator's message; empty when Copier accepts them."""
+    final = complete(answers)
+    context: dict[str, Any] = {**DATA}
     said = {}
     for name, spec in QUESTIONS.items():
-        if name in context and spec.get("validator"):
+        if name not in final:
+            continue
+        if "choices" in spec:
+            why = offered(name, context)
+            picked = final[name] if spec.get("multiselect") else [final[name]]
+            disabled = [why[value] for value in picked if why.get(value)]
+            if disabled:
+                said[name] = f"Invalid choice for '{name}': {disabled[0]}"
+        context[name] = final[name]
+        if name not in said and spec.get("validator"):
             message = _render(spec["validator"], context).strip()
             if message:
-                said[name] = message
+                said[name] = f"Validation error for question '{name}': {message}"
     return said
 
 
+def _rule_sources(question: str) -> list[str]:
+    """The branches of includes/rules.jinja's refusal macro about `question` (condition and message)."""
+    branches = re.split(r"\{%-? *(?:el)?if ", RULES.split("macro choices")[0])[1:]
+    return [b for b in branches if f"question == '{question}'" in b]
+
+
 def referenced(question: str) -> set[str]:
-    """The questions that `question`'s validator and `when` read (the ones its answer is checked against)."""
+    """The questions that `question`'s validator, choices and `when` read (the ones its answer is checked
+    against), the rules of includes/rules.jinja included."""
     spec = QUESTIONS[question]
     found: set[str] = set()
-    for source in (spec.get("validator"), spec.get("when")):
+    for source in (spec.get("validator"), spec.get("when"), spec.get("choices")):
         if isinstance(source, str):
             found |= jinja2.meta.find_undeclared_variables(JINJA.parse(source))
+            if "rules." in source:
+                for branch in _rule_sources(question):
+                    found |= set(re.findall(r"[a-z_]+", branch))
+                    if "fw" in branch or "gpu_route" in branch:  # the macro's names for the framework's data
+                        found.add("framework")
     return found & set(QUESTIONS)
