@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from helpers.answers import choices, MATRIX, QUESTIONS
+from helpers.answers import choices, complete, MATRIX
 from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS, PAIRWISE_COMBOS
 from helpers.engine import run
 from helpers.render import BIN, render
@@ -27,7 +27,7 @@ TOOLS = MATRIX["tools"]
 GITHUB = (".github/workflows/ci.yml", ".github/workflows/lock-upgrade.yml", ".github/dependabot.yml")
 GITLAB = (".gitlab-ci.yml", "renovate.json")
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<repo>[\w.-]+/[\w.-]+)@(?P<sha>\S+)  # (?P<version>\S+)\s*$")
-PLATFORMS = tuple(QUESTIONS["platforms"]["default"])  # Copier's default: every platform
+PLATFORMS = tuple(complete({})["platforms"])  # Copier's default for the default answers: every platform
 # every make call of a platform's job names it; the job's variable, set from its matrix entry
 PLATFORM_ARG = 'PLATFORM="$PLATFORM"'
 

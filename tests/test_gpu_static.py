@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 
 from helpers.dockerfile import Dockerfile
-from helpers.answers import MATRIX, QUESTIONS
+from helpers.answers import MATRIX, QUESTIONS, choices
 from helpers.combos import Combo, COMBOS
 from helpers.engine import run
 from helpers.render import render
@@ -36,7 +36,7 @@ def default_max_workers(project: Path) -> int:
 
 
 def test_cuda_choices_are_the_matrix_releases() -> None:
-    assert list(QUESTIONS["cuda_version"]["choices"]) == list(MATRIX["cuda"])
+    assert choices("cuda_version") == list(MATRIX["cuda"])
     for name, spec in MATRIX["framework"].items():
         if spec["gpu"]:
             assert set(spec["gpu"]["cuda"]) <= set(MATRIX["cuda"]), name

@@ -194,54 +194,38 @@ def _merge(paths: list[tuple[str, dict[str, Any], tuple[str, Any]]]) -> list[dic
     return merged
 
 
-@pytest.mark.parametrize("given", _merge(PATHS), ids=lambda g: "-".join(f"{k}={v}" for k, v in g.items()))
-def test_ruled_out_choices_are_disabled_with_their_reason(tmp_path: Path, given: dict[str, Any]) -> None:
+# The GPU paths that crashed or built nothing before: TensorFlow's CUDA route (amd64 only: the platforms default
+# follows), scikit-learn (no GPU question: a `y` crashed), PyTorch on nvidia/cuda (GPU implied, not asked; CUDA
+# releases without its wheels disabled). They share questionnaires with the computed paths where they agree.
+GPU_PATHS = [{"framework": "tensorflow", "gpu": True}, {"python_version": "3.12", "framework": "sklearn"},
+             {"python_version": "3.12", "framework": "pytorch", "base_image": "nvidia-cuda"}]
+# typed first wherever asked, each refused under its question: a library's name, and PyTorch's index with /cpu on it
+BAD_TEXT = {"package_name": "torch", "torch_index_url": "https://download.pytorch.org/whl/cpu"}
+GOOD_TEXT = {"package_name": "person_typed", "torch_index_url": "https://torch.example.org/whl"}
+
+
+@pytest.mark.parametrize("given", _merge([*PATHS, *(("gpu", g, None) for g in GPU_PATHS)]),
+                         ids=lambda g: "-".join(f"{k}={v}" for k, v in g.items()))
+def test_a_person_at_a_terminal_ends_in_a_project_or_is_refused_on_the_spot(tmp_path: Path,
+                                                                           given: dict[str, Any]) -> None:
     term = Terminal(tmp_path / "project")
-    answered = answer_all(term, {"project_name": "Disabled Choices", **given})
+    answered = answer_all(term, {"project_name": "Typed At A Terminal", **GOOD_TEXT, **given}, bad_text=BAD_TEXT)
     assert term.finish() == 0, term.seen[-3000:]
     assert "Traceback" not in term.seen, term.seen[-3000:]
-    for _, path_given, (question, value) in PATHS:
+    for _, path_given, (question, value) in PATHS:  # a disabled choice was never picked
         if all(given.get(k) == v for k, v in path_given.items()) and question in answered["asked"]:
             assert answered[question] != value
-    static_checks(tmp_path / "project")
-
-
-GPU_PATHS = {
-    # TensorFlow's CUDA build is amd64 only: the platforms default follows, arm64 is disabled (it crashed before)
-    "tensorflow-gpu": {"framework": "tensorflow", "gpu": True},
-    # scikit-learn has no CUDA build: GPU is not asked (a `y` crashed before)
-    "sklearn-no-gpu-question": {"framework": "sklearn", "python_version": "3.12"},
-    # nvidia/cuda implies GPU: not asked, and CUDA versions without PyTorch wheels are disabled
-    "pytorch-nvidia-cuda": {"framework": "pytorch", "python_version": "3.12", "base_image": "nvidia-cuda"},
-}
-
-
-@pytest.mark.parametrize("given", GPU_PATHS.values(), ids=GPU_PATHS.keys())
-def test_gpu_paths_end_in_a_project(tmp_path: Path, given: dict[str, Any]) -> None:
-    term = Terminal(tmp_path / "project")
-    answered = answer_all(term, {"project_name": "Gpu Paths", **given})
-    assert term.finish() == 0, term.seen[-3000:]
-    assert "Traceback" not in term.seen, term.seen[-3000:]
     answers = yaml.safe_load((tmp_path / "project" / ".copier-answers.yml").read_text())
-    fixed = given["framework"] == "sklearn" or given.get("base_image") == "nvidia-cuda"
-    assert ("gpu" in answered["asked"]) is not fixed, answered["asked"]
-    if given["framework"] == "tensorflow":
-        assert answers["platforms"] == ["linux/amd64"]
+    # the refused text answers were not taken: the good one typed next landed in the same question
+    assert answers["package_name"] == GOOD_TEXT["package_name"]
+    assert answers["description"] == QUESTIONS["description"]["default"]
+    if "torch_index_url" in answered["asked"]:
+        assert answers["torch_index_url"] == GOOD_TEXT["torch_index_url"]
+        assert f"{GOOD_TEXT['torch_index_url']}/" in (tmp_path / "project" / "requirements" / "serve.in").read_text()
+    if given["framework"] == "sklearn" or given.get("base_image") == "nvidia-cuda":
+        assert "gpu" not in answered["asked"] and "gpu" not in answers  # fixed by the answers above: not asked
     if given.get("base_image") == "nvidia-cuda":
-        assert 'ARG BUILDER_IMAGE=nvidia/cuda:13.0' in (tmp_path / "project" / "Dockerfile").read_text()
+        assert "ARG BUILDER_IMAGE=nvidia/cuda:13.0" in (tmp_path / "project" / "Dockerfile").read_text()
+    if given["framework"] == "tensorflow" and given.get("gpu"):
+        assert answers["platforms"] == ["linux/amd64"]
     static_checks(tmp_path / "project")
-
-
-def test_bad_text_answers_are_refused_with_the_question_still_on_screen(tmp_path: Path) -> None:
-    """A package name that shadows a library the project imports, and a PyTorch index with /cpu already on it."""
-    term = Terminal(tmp_path / "project")
-    answer_all(term, {"project_name": "Text Answers", "framework": "pytorch", "python_version": "3.11",
-                      "package_name": "text_answers", "torch_index_url": "https://torch.example.org/whl"},
-               bad_text={"package_name": "torch", "torch_index_url": "https://download.pytorch.org/whl/cpu"})
-    assert term.finish() == 0, term.seen[-3000:]
-    assert "Traceback" not in term.seen
-    answers = yaml.safe_load((tmp_path / "project" / ".copier-answers.yml").read_text())
-    assert answers["package_name"] == "text_answers" and answers["description"] == QUESTIONS["description"]["default"]
-    assert answers["torch_index_url"] == "https://torch.example.org/whl"
-    serve_in = (tmp_path / "project" / "requirements" / "serve.in").read_text()
-    assert "--extra-index-url https://torch.example.org/whl/cpu\n" in serve_in

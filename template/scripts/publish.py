@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import sys
 import tarfile
 from pathlib import Path
@@ -19,8 +18,10 @@ SKIP = {".gitkeep"}  # keeps models/ in git; not part of a model
 def bundle(models: Path, out: Path) -> str:
     """Write the tar.gz of models/ (entries "./" and "./<path>", as `tar -C models .` names them); its sha256."""
     paths = sorted(p for p in models.rglob("*") if p.name not in SKIP)
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # streamed: a model of gigabytes never sits in memory
+    with out.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in [models, *paths]:
             relative = path.relative_to(models).as_posix()
             info = tar.gettarinfo(str(path), arcname="./" if relative == "." else f"./{relative}")
@@ -33,10 +34,11 @@ def bundle(models: Path, out: Path) -> str:
                 tar.addfile(info)
             else:
                 raise SystemExit(f"publish: {path} is neither a file nor a folder: a bundle holds only those")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-        packed.write(data.getvalue())
-    return hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with out.open("rb") as written:
+        while chunk := written.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def main() -> int:
