@@ -241,6 +241,6 @@ def _remove_test_containers():
     yield
     if shutil.which("docker") and os.environ.get("KEEP_TEST_CONTAINERS") != "1":
         ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={SESSION_LABEL}"], capture_output=True,
-                             text=True).stdout.split()
+                             text=True, timeout=600).stdout.split()
         if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=600)

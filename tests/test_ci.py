@@ -372,7 +372,7 @@ def test_rendered_python_passes_ruff_with_the_project_config(render_combo: Calla
     root = render_combo(combo)
     assert "ruff check ." in (root / "Makefile").read_text().split("\nlint:", 1)[1].split("\n\n", 1)[0]
     ruff = pypi_tool("ruff", f"ruff=={TOOLS['ruff']}")
-    result = subprocess.run([ruff, "check", "--no-cache", "."], cwd=root, capture_output=True, text=True)
+    result = subprocess.run([ruff, "check", "--no-cache", "."], cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

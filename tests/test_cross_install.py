@@ -106,7 +106,7 @@ def test_the_targets_wheels_go_into_the_venv_with_its_scripts_and_data(tmp_path:
     assert script.read_text().splitlines()[0] == f"#!{env_dir / 'bin' / 'python'}"
     assert (env_dir / "share" / "tool" / "README").read_text() == "data\n"
     assert not any((site / name).exists() for name in ("bin", "share"))
-    assert subprocess.run([script], capture_output=True, text=True, check=True).stdout == "tool\n"
+    assert subprocess.run([script], capture_output=True, text=True, check=True, timeout=600).stdout == "tool\n"
 
 
 def test_the_same_lock_installs_for_amd64(tmp_path: Path, wheels: Path) -> None:

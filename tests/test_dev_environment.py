@@ -140,7 +140,7 @@ def test_notebooks_stay_out_of_the_build_context(render_combo: RenderCombo) -> N
 
 def test_make_targets_and_readme(render_combo: RenderCombo) -> None:
     project = render_combo(DEFAULT_COMBO)
-    targets = subprocess.run(["make", "-C", str(project), "help"], capture_output=True, text=True).stdout
+    targets = subprocess.run(["make", "-C", str(project), "help"], capture_output=True, text=True, timeout=600).stdout
     for target in ("notebook", "dev", "down", "env"):
         assert re.search(rf"^\s+{target}\s", targets, flags=re.MULTILINE), targets
     readme = (project / "README.md").read_text()
@@ -165,7 +165,7 @@ def test_precommit_strips_notebook_outputs(render_combo: RenderCombo, tmp_path: 
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
            "PRE_COMMIT_HOME": str(tmp_path / "pre-commit")}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
-        subprocess.run(cmd, cwd=project, check=True, env=env)
+        subprocess.run(cmd, cwd=project, check=True, env=env, timeout=600)
     result = subprocess.run([str(Path(sys.executable).parent / "pre-commit"), "run", "nbstripout", "--files",
                              str(path.relative_to(project))], cwd=project, capture_output=True, text=True, env=env,
                             timeout=600)

@@ -25,7 +25,7 @@ def test_hadolint_is_clean(render_combo: Callable[[Combo], Path], combo: Combo) 
     dockerfile = render_combo(combo) / "Dockerfile"
     result = subprocess.run(
         [HADOLINT, "--no-fail", "--format", "json", str(dockerfile)], capture_output=True, text=True, check=True
-    )
+    , timeout=600)
     findings = [f for f in json.loads(result.stdout or "[]") if f["level"] in ("error", "warning")]
     assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
 

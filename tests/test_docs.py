@@ -123,7 +123,7 @@ def test_readme_is_short_and_lists_every_make_target(render_combo: RenderCombo, 
     readme = (project / "README.md").read_text()
     assert len(readme.splitlines()) <= README_MAX_LINES
     help_text = subprocess.run(["make", "-C", str(project), "help"], capture_output=True, text=True,
-                               check=True).stdout
+                               check=True, timeout=600).stdout
     targets = set(re.findall(r"^  ([a-z][a-z0-9-]*) ", help_text, flags=re.MULTILINE))
     section = readme.split("## Make targets", 1)[1].split("\n## ", 1)[0]
     listed = {name for row in section.splitlines() if row.startswith("| `make ")

@@ -107,7 +107,7 @@ def test_runs_read_only_as_non_root_and_without_a_network(built: Built, server) 
     try:
         deadline = time.monotonic() + 90
         while subprocess.run(["docker", "exec", container, "python", "-m", "iris_classifier.healthcheck"],
-                             capture_output=True, check=False).returncode != 0:
+                             capture_output=True, check=False, timeout=600).returncode != 0:
             assert time.monotonic() < deadline, run(["docker", "logs", container], check=False).stderr[-2000:]
             time.sleep(0.5)
     finally:

@@ -31,7 +31,7 @@ def default_max_workers(project: Path) -> int:
     package = next(project.glob("src/*/config.py")).parent.name
     result = subprocess.run([sys.executable, "-c", f"from {package}.config import DEFAULT_MAX_WORKERS as n; print(n)"],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(project / "src")},
-                            check=True)
+                            check=True, timeout=600)
     return int(result.stdout)
 
 
@@ -130,7 +130,7 @@ def test_every_cuda_release_and_flavor_renders_static_only(tmp_path: Path, frame
     tag = f"nvidia/cuda:{MATRIX['cuda'][version]['image']}-{flavor}-ubuntu24.04"
     assert dockerfile.global_args["RUNTIME_IMAGE"] == tag
     result = subprocess.run([HADOLINT, "--no-fail", "--format", "json", str(project / "Dockerfile")],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, timeout=600)
     assert [f for f in json.loads(result.stdout or "[]") if f["level"] in ("error", "warning")] == []
     if shutil.which("docker") and run(["docker", "compose", "version"], check=False).returncode == 0:
         config = json.loads(run(["docker", "compose", "config", "--format", "json"], cwd=project).stdout)

@@ -421,7 +421,7 @@ def bsd_tools(folder: Path) -> str:
 
 def test_publish_writes_a_real_reproducible_bundle_without_gnu_tools(default_project: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"
-    subprocess.run(["cp", "-r", str(default_project), str(project)], check=True)
+    subprocess.run(["cp", "-r", str(default_project), str(project)], check=True, timeout=120)
     models = project / "models"
     (models / "sub").mkdir(parents=True, exist_ok=True)
     (models / "metadata.json").write_text('{"framework": "demo"}\n')
@@ -448,7 +448,7 @@ def test_publish_writes_a_real_reproducible_bundle_without_gnu_tools(default_pro
 
 def test_publish_without_a_model_fails_with_one_line(default_project: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"
-    subprocess.run(["cp", "-r", str(default_project), str(project)], check=True)
+    subprocess.run(["cp", "-r", str(default_project), str(project)], check=True, timeout=120)
     result = subprocess.run(["make", "publish"], cwd=project, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "run 'make train' first" in result.stderr
     assert not (project / "dist/model.tar.gz").exists()

@@ -54,7 +54,7 @@ def test_ruff_reads_the_template_source_itself(render_combo: Callable[[Combo], P
     config = render_combo(DEFAULT_COMBO) / "pyproject.toml"
     sources = [str(p) for p in PACKAGE_SOURCE.rglob("*.py")]
     result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "--no-cache", "--config", str(config),
-                             *sources], capture_output=True, text=True)
+                             *sources], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -27,7 +27,7 @@ class Refused(Exception):
 
 
 def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check, timeout=600)
 
 
 def release_commits(repo: Path, ref: str) -> dict[str, str]:

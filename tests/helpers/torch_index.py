@@ -20,7 +20,7 @@ from pathlib import Path
 def find_torch_wheel() -> Path | None:
     """The CPU torch wheel for this Python, in pip's find-links directories (PIP_FIND_LINKS or pip config)."""
     places = os.environ.get("PIP_FIND_LINKS", "").split()
-    config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=600).stdout
     for line in config.splitlines():
         if "find-links=" in line:
             places += line.split("=", 1)[1].strip("'\"").split()
