@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,16 @@ def offered(question: str, context: dict[str, Any]) -> dict[Any, str]:
     """A choice question's values as Copier offers them after these answers: value -> why it is disabled ('')."""
     spec = QUESTIONS[question]["choices"]
     if isinstance(spec, str):  # rendered by includes/rules.jinja: [[label, {value, validator}], ...]
-        spec = yaml.safe_load(_render(spec, context))
+        spec = _parsed(_render(spec, context))
     pairs = spec.items() if isinstance(spec, dict) else [c if isinstance(c, list) else (c, c) for c in spec]
     return {(v["value"] if isinstance(v, dict) else v): (v.get("validator", "") if isinstance(v, dict) else "")
             for _, v in pairs}
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(text: str) -> Any:
+    """Rendered choices: JSON (which Copier reads as YAML), parsed once per distinct text."""
+    return json.loads(text)
 
 
 def choices(question: str) -> list[Any]:
@@ -103,8 +110,32 @@ def _cast(spec: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return tuple(map(_frozen, value)) if isinstance(value, list) else value
+
+
 def _render(source: Any, context: dict[str, Any]) -> Any:
-    return _template(source).render(**context) if isinstance(source, str) and "{" in source else source
+    if not (isinstance(source, str) and "{" in source):
+        return source
+    # the answers in the context are what varies (the data entries never change): one rendering per distinct answers,
+    # as the pairwise sets ask the same few thousand times (the rules' import makes each rendering slow)
+    answers = tuple((k, _frozen(v)) for k, v in context.items() if k not in DATA)
+    return _rendered(source, answers, context)
+
+
+@functools.lru_cache(maxsize=None)
+def _rendered_cached(source: str, answers: tuple) -> str:
+    return _template(source).render(**{**DATA, **_CONTEXTS[answers]})
+
+
+_CONTEXTS: dict[tuple, dict[str, Any]] = {}
+
+
+def _rendered(source: str, answers: tuple, context: dict[str, Any]) -> str:
+    _CONTEXTS.setdefault(answers, {k: v for k, v in context.items() if k not in DATA})
+    return _rendered_cached(source, answers)
 
 
 def asked(question: str, context: dict[str, Any]) -> bool:

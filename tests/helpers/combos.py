@@ -125,7 +125,8 @@ COMBOS = list(dict.fromkeys([c for c in ALL_COMBOS if allowed(c)] + [c for c in 
 def _shape(combo: Combo) -> tuple[str, ...]:
     """A refusal's messages with the answers' values taken out: one refused combination per distinct shape."""
     said = refusals(combo.answers)
-    values = sorted(((str(v), q) for q, v in combo.answers.items() if str(v)), key=lambda x: -len(x[0]))
+    named = {**combo.answers, "framework label": MATRIX["framework"][combo.framework]["label"]}  # as rules say it
+    values = sorted(((str(v), q) for q, v in named.items() if str(v)), key=lambda x: -len(x[0]))
     shaped = []
     for question, message in said.items():
         for value, name in values:
