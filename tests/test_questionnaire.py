@@ -8,7 +8,6 @@ value that some earlier answer rules out is met disabled on one path, with the a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -32,9 +31,9 @@ from helpers.answers import (
     refusals,
 )
 from helpers.pairs import constrained_rows
+from test_dockerfile_lint import hadolint_findings
 
 BIN = Path(sys.executable).parent
-HADOLINT = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
 DOWN, SPACE, ENTER, CLEAR = "\x1b[B", " ", "\r", "\x15"  # arrow down, space, return, Ctrl-U (clear the line)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 
@@ -138,11 +137,7 @@ def answer_all(term: Terminal, wanted: dict[str, Any], bad_text: dict[str, str] 
 
 def static_checks(project: Path) -> None:
     """What every render passes, as its user runs it: hadolint, compose config, ruff, and the pipeline's make -n."""
-    assert HADOLINT
-    lint = subprocess.run([HADOLINT, "--no-fail", "--format", "json", "Dockerfile"], cwd=project,
-                          capture_output=True, text=True, timeout=60, check=True)
-    findings = [f for f in json.loads(lint.stdout or "[]") if f["level"] in ("error", "warning")]
-    assert findings == [], findings
+    assert hadolint_findings(project / "Dockerfile") == []
     ruff = subprocess.run([str(BIN / "ruff"), "check", "--quiet", "."], cwd=project, check=False,
                           capture_output=True, text=True, timeout=60)
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr

@@ -121,21 +121,13 @@ def _render(source: Any, context: dict[str, Any]) -> Any:
         return source
     # the answers in the context are what varies (the data entries never change): one rendering per distinct answers,
     # as the pairwise sets ask the same few thousand times (the rules' import makes each rendering slow)
-    answers = tuple((k, _frozen(v)) for k, v in context.items() if k not in DATA)
-    return _rendered(source, answers, context)
+    key = (source, tuple((k, _frozen(v)) for k, v in context.items() if k not in DATA))
+    if key not in _RENDERED:
+        _RENDERED[key] = _template(source).render(**context)
+    return _RENDERED[key]
 
 
-@functools.lru_cache(maxsize=None)
-def _rendered_cached(source: str, answers: tuple) -> str:
-    return _template(source).render(**{**DATA, **_CONTEXTS[answers]})
-
-
-_CONTEXTS: dict[tuple, dict[str, Any]] = {}
-
-
-def _rendered(source: str, answers: tuple, context: dict[str, Any]) -> str:
-    _CONTEXTS.setdefault(answers, {k: v for k, v in context.items() if k not in DATA})
-    return _rendered_cached(source, answers)
+_RENDERED: dict[tuple, str] = {}
 
 
 def asked(question: str, context: dict[str, Any]) -> bool:
