@@ -135,6 +135,77 @@ def test_real_conflict_leaves_inline_markers_and_make_update_fails(two_releases:
     assert not list(project.rglob("*.rej"))
 
 
+CONFLICT = re.compile(r"^<<<<<<< [^\n]*\n(.*?)^=======\n(.*?)^>>>>>>> [^\n]*\n", re.MULTILINE | re.DOTALL)
+
+
+def conflict_sides(text: str) -> tuple[str, str]:
+    """The file with every inline conflict resolved to the user's side, and to the template's new side."""
+    assert text.count("\n<<<<<<< ") == text.count("\n>>>>>>> ") == len(CONFLICT.findall(text)), "malformed markers"
+    user = CONFLICT.sub(lambda m: re.split(r"^\|\|\|\|\|\|\| .*\n", m.group(1), flags=re.MULTILINE)[0], text)
+    return user, CONFLICT.sub(lambda m: m.group(2), text)
+
+
+def test_template_deleting_the_line_a_user_edited_is_a_conflict_not_a_loss(tmp_path: Path) -> None:
+    """A refactor that removes (or moves) the instruction a user changed: the user's version stays, between markers."""
+    template = template_repo(tmp_path / "template")
+    git(template, "tag", "1.0.0")
+    project = generate(template, tmp_path / "project", "1.0.0")
+    dockerfile = template / "template/Dockerfile.jinja"
+    healthcheck = re.compile(r"^HEALTHCHECK [^\n]*\\\n(?:[^\n]*\\\n)*[^\n]*\n", re.MULTILINE)
+    assert len(healthcheck.findall(dockerfile.read_text())) == 1, "the template's HEALTHCHECK instruction moved"
+    dockerfile.write_text(healthcheck.sub("", dockerfile.read_text()))
+    git(template, "commit", "-qam", "Release 1.1.0: no HEALTHCHECK")
+    git(template, "tag", "1.1.0")
+    edit(project / "Dockerfile", "HEALTHCHECK --interval=10s", "HEALTHCHECK --interval=30s")
+    git(project, "commit", "-qam", "user: slower health checks")
+
+    result = update(project, "--skip-answered")  # as `make update` runs it
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (project / "Dockerfile").read_text()
+    user, new = conflict_sides(text)
+    assert CONFLICT.search(text) and "HEALTHCHECK --interval=30s" in user, f"the user's edit was dropped:\n{text}"
+    assert "HEALTHCHECK --interval" not in new, "the template's side still has the HEALTHCHECK"
+    assert git(project, "ls-files", "--unmerged"), "git does not show the conflict"
+
+
+def user_dockerfile_edits(text: str) -> list[tuple[str, str]]:
+    """Edits a user makes to a release's Dockerfile, as (old, new): a changed flag in a line the template has kept so
+    far, a changed install line, a line added to the serve stage. Each new text appears nowhere else."""
+    healthcheck = re.search(r"^HEALTHCHECK --interval=\S+", text, re.MULTILINE)
+    install = re.search(r"^.*--require-hashes.*\\$", text, re.MULTILINE)
+    serve = re.search(r"^FROM .* AS serve$", text, re.MULTILINE)
+    assert healthcheck and install and serve, "the release's Dockerfile has no HEALTHCHECK, hashed install or serve"
+    return [(healthcheck[0], "HEALTHCHECK --interval=17s"),
+            (install[0], install[0][:-1].rstrip() + " --log /tmp/pip-user.log \\"),
+            (serve[0], serve[0] + "\n# user: serve tweaks")]
+
+
+def test_dockerfile_edits_survive_an_update_from_the_last_release(tmp_path: Path) -> None:
+    """Issue 36's promise: the Dockerfile is rewritten between releases, and a user who edited theirs finds each edit
+    either merged or inside Copier's conflict markers, never silently gone; resolving every conflict to the template's
+    side (and undoing the merged edits) gives exactly the Dockerfile a new project gets."""
+    template = released_template(tmp_path / "template")
+    last = releases()[0]
+    project = generate(template, tmp_path / "project", last)
+    edits = user_dockerfile_edits((project / "Dockerfile").read_text())
+    for old, new in edits:
+        edit(project / "Dockerfile", old, new)
+    git(project, "commit", "-qam", "user edits")
+    head_is_working_tree(template)
+    fresh = generate(template, tmp_path / "fresh", "HEAD")
+
+    result = update(project, "--vcs-ref", "HEAD", "--skip-answered")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (project / "Dockerfile").read_text()
+    user, theirs = conflict_sides(text)
+    for old, new in edits:
+        assert new in user, f"update from {last} dropped the user's edit {new!r}:\n{text}"
+        theirs = theirs.replace(new, old)
+    assert theirs == (fresh / "Dockerfile").read_text(), "the template's side is not the new Dockerfile"
+    assert bool(CONFLICT.search(text)) == bool(git(project, "ls-files", "--unmerged")), "markers and git disagree"
+    assert not list(project.rglob("*.rej"))
+
+
 def test_changing_an_answer_rerenders_consistently(tmp_path: Path) -> None:
     template = template_repo(tmp_path / "template")
     git(template, "tag", "1.0.0")
