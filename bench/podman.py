@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Docker and rootless Podman side by side on the default render (figures for BENCHMARKS.md, issue 21).
+"""Docker and rootless Podman side by side on the default render (figures for BENCHMARKS.md, issues 21 and 36).
 
-    .venv/bin/python bench/podman.py        # as root, with Docker and Podman installed (the engine tests' setup)
+    .venv/bin/python bench/podman.py                    # as root, with Docker and Podman installed (the engine tests' setup)
+    .venv/bin/python bench/podman.py --refs 891707a HEAD    # two template commits side by side, same locks and model
+    ... --from DIR    # the locks and model of a project rendered with the same answers before (no lock, no training)
 
 Renders and locks the default project (copy task, through Docker), trains it once, then for each engine: a cold
 build of train and serve (`--no-cache`; pip's cache mount as the engine has it), a rebuild with nothing changed, and
@@ -49,31 +51,51 @@ def rounds(engine: list[str], project: Path) -> dict[str, str]:
     return {k: f"{v:.2f}" for k, v in figures.items()}
 
 
+def project_at(ref: str, work: Path, first: Path | None) -> Path:
+    """The default render at template commit `ref`; after the first, with the first's locks and model (the same
+    inputs, so only the Dockerfile differs)."""
+    project = work / f"project-{ref}"
+    args = [a for k, v in DEFAULT_COMBO.answers.items() for a in ("-d", f"{k}={v}")]
+    skip = ["--skip-tasks"] if first else []
+    result = copier_cli("copy", "--trust", "--defaults", *skip, "--vcs-ref", ref, *args, str(REPO), str(project))
+    assert result.returncode == 0, result.stderr[-3000:]
+    if first:
+        for lock in (first / "requirements").glob("*.txt"):
+            shutil.copy2(lock, project / "requirements" / lock.name)
+        shutil.copytree(first / "models", project / "models")
+    else:
+        run(["make", "train"], cwd=project, timeout=1800)
+    return project
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    given = Path(args.pop(args.index("--from") + 1)) if "--from" in args else None
+    refs = args[args.index("--refs") + 1:] if "--refs" in args else ["HEAD"]
     work = Path(tempfile.mkdtemp(prefix="bench-podman-"))
     work.chmod(0o755)
-    project = work / "project"
-    args = [a for k, v in DEFAULT_COMBO.answers.items() for a in ("-d", f"{k}={v}")]
-    result = copier_cli("copy", "--trust", "--defaults", "--vcs-ref", "HEAD", *args, str(REPO), str(project))
-    assert result.returncode == 0, result.stderr[-3000:]
-    run(["make", "train"], cwd=project, timeout=1800)
-    docker = rounds(["docker"], project)
+    projects: dict[str, Path] = {}
+    for ref in refs:
+        projects[ref] = project_at(ref, work, projects.get(refs[0], given))
+    docker = {ref: rounds(["docker"], project) for ref, project in projects.items()}
     user = PodmanUser(sorted({DEFAULT_COMBO.image("builder"), DEFAULT_COMBO.image("runtime")}), [])
+    podman = {}
     try:
-        mine = user.root / "project"
-        shutil.copytree(project, mine, symlinks=True)
-        run(["chown", "-R", f"{USER}:{USER}", str(mine)])
-        podman = rounds([*user.command([]), "podman"], mine)
+        for ref, project in projects.items():
+            mine = user.root / project.name
+            shutil.copytree(project, mine, symlinks=True)
+            run(["chown", "-R", f"{USER}:{USER}", str(mine)])
+            podman[ref] = rounds([*user.command([]), "podman"], mine)
     finally:
         user.close()
         shutil.rmtree(work, ignore_errors=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
     print(f"CPU: {cpu}; Docker {subprocess.run(['docker', 'version', '-f', '{{.Server.Version}}'], capture_output=True, text=True, timeout=30).stdout.strip()}")
-    print("| s | Docker | rootless Podman | ratio |")
-    print("| --- | ---: | ---: | ---: |")
-    for key in docker:
-        print(f"| {key} | {docker[key]} | {podman[key]} | {float(podman[key]) / max(float(docker[key]), 0.01):.1f}x |")
+    print("| s | " + " | ".join(f"Docker {ref} | Podman {ref}" for ref in refs) + " |")
+    print("| --- |" + " ---: | ---: |" * len(refs))
+    for key in docker[refs[0]]:
+        print(f"| {key} | " + " | ".join(f"{docker[ref][key]} | {podman[ref][key]}" for ref in refs) + " |")
 
 
 if __name__ == "__main__":

@@ -54,9 +54,9 @@ def split(lock: Path, folder: Path) -> None:
     parts: tuple[list[str], list[str]] = ([], [])
     for heading, entries in parse_lock(lock.read_text()):
         for part in parts:
-            part += heading
+            part.extend(heading)
         for entry in entries:
-            parts[canonical(requirement(entry)[0].split("==")[0]) not in LARGE] += entry
+            parts[canonical(requirement(entry)[0].split("==")[0]) not in LARGE].extend(entry)
     folder.mkdir(parents=True, exist_ok=True)
     for number, lines in enumerate(parts, 1):
         (folder / f"{number}.txt").write_text("\n".join(lines).rstrip("\n") + "\n")
