@@ -14,9 +14,9 @@ Copier runs it once after `copier copy`; `make lock` runs it afterwards. Standar
 
 The lock tool is the Dockerfile's LOCK_TOOL (pip-tools, the default, or uv) at LOCK_TOOL_VERSION. Order of preference:
 1. `docker build --target lock` once per platform of the Dockerfile's PLATFORMS, in that platform's image, then merged
-   into one lock per .in (scripts/lock_engine.py).
+   into one lock per .in (lock_engine.py).
 2. A local pip-compile (or uv): only on Linux, with the images' Python, for a single platform (lock_compile.py).
-3. Otherwise, instructions, and exit 0: a project is never left broken by locking.
+3. Otherwise, instructions, and exit 0 (1 with --strict): a project is never left broken by locking.
 
 Each lock starts with a stamp of its inputs, which `--check` compares (lock_stamp.py). Why it works this way:
 docs/locks.md.
