@@ -3,7 +3,6 @@ when it cannot lock, the copy still succeeds and says what to do."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -18,10 +17,7 @@ from helpers.answers import choices, MATRIX, REPO
 from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS
 from helpers.engine import run
 from helpers.render import copier_cli, render
-
-spec = importlib.util.spec_from_file_location("lock", REPO / "hooks" / "lock.py")
-lock = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lock)
+from helpers.lock_scripts import lock, lock_index
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -121,7 +117,7 @@ def test_pip_settings_come_from_env_over_pip_config(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PIP_INDEX_URL", "https://user:token@pypi.example.org/simple")
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://extra.example.org/simple http://127.0.0.1:3141/simple")
     monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
-    settings = lock.pip_settings()
+    settings = lock_index.pip_settings()
     assert settings["index-url"] == ["https://user:token@pypi.example.org/simple"]
     assert settings["extra-index-url"] == ["https://extra.example.org/simple", "http://127.0.0.1:3141/simple"]
     assert settings["find-links"] == ["/opt/wheels"]
@@ -129,7 +125,7 @@ def test_pip_settings_come_from_env_over_pip_config(monkeypatch: pytest.MonkeyPa
 
 def test_pip_conf_secret_keeps_urls_drops_local_paths(tmp_path: Path) -> None:
     conf = tmp_path / "pip.conf"
-    loopback = lock.write_pip_conf(
+    loopback = lock_index.write_pip_conf(
         {"index-url": ["https://user:token@pypi.example.org/simple"],
          "find-links": ["/opt/wheels", "file:///srv/wheels", "https://wheels.example.org/"]},
         conf,
@@ -139,11 +135,11 @@ def test_pip_conf_secret_keeps_urls_drops_local_paths(tmp_path: Path) -> None:
     assert "https://wheels.example.org/" in text and "/opt/wheels" not in text and "file:" not in text
     assert not loopback
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
-    assert lock.write_pip_conf({"extra-index-url": ["http://127.0.0.1:3141/simple"]}, conf) is True
+    assert lock_index.write_pip_conf({"extra-index-url": ["http://127.0.0.1:3141/simple"]}, conf) is True
 
 
 def test_lock_script_needs_the_project_root(tmp_path: Path) -> None:
-    result = run([sys.executable, str(REPO / "hooks/lock.py")], cwd=tmp_path, check=False)
+    result = run([sys.executable, str(REPO / "template/scripts/lock.py")], cwd=tmp_path, check=False)
     assert result.returncode == 2 and "project root" in result.stderr
 
 

@@ -20,12 +20,10 @@ import pytest
 from helpers.answers import REPO
 from helpers.combos import Combo, DEFAULT_COMBO
 from helpers.engine import run
+from helpers.lock_scripts import lock_files, lock_stamp
 from test_lock import pins
 from test_update import generate, git, head_is_working_tree, released_template
 
-spec = importlib.util.spec_from_file_location("lock", REPO / "hooks" / "lock.py")
-lock = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lock)
 
 LOCK_TEXT = "numpy==2.1.0 \\\n    --hash=sha256:{h}\n    # via -r requirements/serve.in\n".format(h="a" * 64)
 
@@ -35,9 +33,9 @@ def project(render_combo: Callable[[Combo], Path], tmp_path: Path) -> Path:
     """The default render with stand-in locks stamped as `make lock` stamps them (no compile needed)."""
     dst = tmp_path / "project"
     shutil.copytree(render_combo(DEFAULT_COMBO), dst)
-    for name in lock.locks(dst):
+    for name in lock_files.locks(dst):
         (dst / "requirements" / f"{name}.txt").write_text(LOCK_TEXT)
-        lock.stamp_lock(dst, name)
+        lock_stamp.stamp_lock(dst, name)
     return dst
 
 
@@ -64,7 +62,7 @@ def test_fresh_locks_pass_fast_and_the_stamp_changes_no_pin(project: Path) -> No
                     r"requirements/serve\.in=sha256:[0-9a-f]{16}\n"
                     r"numpy==", text), text
     assert pins(project / "requirements/train.txt") == {"numpy": "2.1.0"}
-    lock.stamp_lock(project, "train")  # stamping again replaces the stamp, never stacks them
+    lock_stamp.stamp_lock(project, "train")  # stamping again replaces the stamp, never stacks them
     assert (project / "requirements/train.txt").read_text() == text
 
 
@@ -141,12 +139,14 @@ def test_make_update_says_which_locks_are_stale_and_why_or_that_none_are(project
 def old_stamp(project: Path, name: str) -> None:
     """The single-hash stamp that lock.py wrote before the detailed one (its inputs_digest is still that hash)."""
     path = project / "requirements" / f"{name}.txt"
-    digest, summary = lock.inputs_digest(project, name)
+    env = lock_stamp.lock_environment(project)
+    summary = f"python {env['python']}, {env['image']} ({env['platforms']}), {env['tool']}"
+    digest = lock_stamp.inputs_digest(project, name)
     path.write_text(f"# lock-inputs: sha256={digest} ({summary}; `make lock-check` compares it)\n{LOCK_TEXT}")
 
 
 def test_a_single_hash_stamp_still_passes_and_says_what_it_can(project: Path) -> None:
-    for name in lock.locks(project):
+    for name in lock_files.locks(project):
         old_stamp(project, name)
     assert check(project) == (0, []), "an up-to-date lock needs no re-lock for its stamp's sake"
     note = " (this lock predates the detailed stamp: re-made once, the check names each input that changed)"
@@ -196,7 +196,7 @@ def test_an_update_from_0_3_0_names_the_real_cause_in_make_update_and_lock_check
 
     update = run(["make", "update", "UPDATE_ARGS=--defaults --vcs-ref HEAD"], cwd=project, env=env)
     stale_locks = said(update)
-    assert stale_locks[0] == "update: make lock needed:" and len(stale_locks) == 1 + len(lock.locks(project))
+    assert stale_locks[0] == "update: make lock needed:" and len(stale_locks) == 1 + len(lock_files.locks(project))
     for line in stale_locks[1:]:
         assert cause in line and "train.in" not in line, line
     checked = run(["make", "lock-check"], cwd=project, env=env, check=False)

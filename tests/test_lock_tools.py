@@ -3,7 +3,7 @@ pip-tools, inside the image, and its projects build, train and serve; installs s
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import re
 import shutil
 import subprocess
@@ -15,14 +15,11 @@ from typing import Callable
 import pytest
 
 from helpers.dockerfile import Dockerfile
-from helpers.answers import choices, MATRIX, REPO
+from helpers.answers import choices, MATRIX, QUESTIONS
 from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS, LOCK_TOOL_TWINS
 from helpers.engine import run
+from helpers.lock_scripts import lock_compile, lock_index, lock_stamp
 from test_lock import assert_good_locks, pins
-
-spec = importlib.util.spec_from_file_location("lock", REPO / "hooks" / "lock.py")
-lock = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lock)
 
 
 def hashes(path: Path) -> dict[str, set[str]]:
@@ -31,6 +28,22 @@ def hashes(path: Path) -> dict[str, set[str]]:
         name = re.split(r"[=\[ ]", block, maxsplit=1)[0].lower().replace("_", "-")
         found[name] = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
     return found
+
+
+def test_the_lock_code_a_project_carries_is_short_modules_read_from_the_entry_point(
+        render_combo: Callable[[Combo], Path]) -> None:
+    """A user who wants to know how their locks are made reads scripts/lock.py's docstring first (usage, the order
+    of preference), then modules with one job each: every scripts/lock*.py at most 250 lines, each with a docstring
+    that says its job. pip-tools stays the default lock tool."""
+    project = render_combo(DEFAULT_COMBO)
+    modules = {path.name: path.read_text() for path in sorted((project / "scripts").glob("lock*.py"))}
+    assert "lock.py" in modules and len(modules) > 1, sorted(modules)
+    for name, text in modules.items():
+        assert len(text.splitlines()) <= 250, f"scripts/{name}: {len(text.splitlines())} lines"
+        assert ast.get_docstring(ast.parse(text)), f"scripts/{name} does not start with a docstring"
+    assert modules["lock.py"].startswith('#!/usr/bin/env python3\n"""'), "the entry point opens with its docstring"
+    assert QUESTIONS["lock_tool"]["default"] == "pip-tools"
+    assert Dockerfile.read(project / "Dockerfile").global_args["LOCK_TOOL"] == "pip-tools"
 
 
 def test_both_lock_tools_are_offered() -> None:
@@ -60,15 +73,15 @@ def test_uv_gets_the_pip_index_settings_as_its_own_variables() -> None:
                 "extra-index-url": ["https://a.example.org/simple", "http://127.0.0.1:3141/simple"],
                 "find-links": ["https://wheels.example.org/", "https://more.example.org/"],
                 "trusted-host": ["a.example.org", "127.0.0.1"]}
-    assert lock.uv_env(settings) == {
+    assert lock_index.uv_env(settings) == {
         "UV_INDEX_URL": "https://user:token@pypi.example.org/simple",
         "UV_EXTRA_INDEX_URL": "https://a.example.org/simple http://127.0.0.1:3141/simple",
         "UV_FIND_LINKS": "https://wheels.example.org/,https://more.example.org/",
         "UV_INSECURE_HOST": "a.example.org 127.0.0.1",
     }
     # equivalent flags: no index URLs in the locks, hashes, pip's cross-index resolution (PyTorch's extra index)
-    assert {"--generate-hashes", "unsafe-best-match"} <= set(lock.UV_COMPILE_FLAGS)
-    assert not any(flag.startswith("--emit") for flag in lock.UV_COMPILE_FLAGS)
+    assert {"--generate-hashes", "unsafe-best-match"} <= set(lock_compile.UV_COMPILE_FLAGS)
+    assert not any(flag.startswith("--emit") for flag in lock_compile.UV_COMPILE_FLAGS)
 
 
 @pytest.mark.parametrize("tool", choices("lock_tool"))
@@ -82,19 +95,19 @@ def test_lock_exclude_reaches_the_lock_tool_for_its_own_lock_only(tmp_path: Path
     (requirements / "train.in").write_text("-r serve.in\nonnx>=1.18\n")
     (requirements / "serve.in").write_text("onnxruntime>=1.20\n# lock-exclude: protobuf sympy\n")
     calls = []
-    unpinned = lock.PIP_TOOLS_UNPINNED + "# protobuf\n"
+    unpinned = lock_compile.PIP_TOOLS_UNPINNED + "# protobuf\n"
 
     def fake_run(cmd, **kwargs):
         calls.append(cmd)
         output = tmp_path / cmd[cmd.index("--output-file") + 1]
         output.write_text("onnxruntime==1.32.0 \\\n    --hash=sha256:00\n\n" + (unpinned if "serve" in output.name else ""))
-        stderr = lock.PIP_TOOLS_REJECTED + " See # WARNING lines for details.\nkept\n"
+        stderr = lock_compile.PIP_TOOLS_REJECTED + " See # WARNING lines for details.\nkept\n"
         return subprocess.CompletedProcess(cmd, 0, stderr=stderr if kwargs.get("stderr") else None)
 
-    monkeypatch.setattr(lock.subprocess, "run", fake_run)
-    monkeypatch.setattr(lock, "pip_settings", dict)
+    monkeypatch.setattr(lock_compile.subprocess, "run", fake_run)
+    monkeypatch.setattr(lock_compile, "pip_settings", dict)
     compiler = ["uv", "pip", "compile"] if tool == "uv" else ["pip-compile"]
-    lock.compile_locks(tmp_path, compiler, tool=tool)
+    lock_compile.compile_locks(tmp_path, compiler, tool=tool)
     train, serve = calls
     option = "--no-emit-package" if tool == "uv" else "--unsafe-package"
     assert option not in train and ("--allow-unsafe" in train) == (tool == "pip-tools")
@@ -102,19 +115,19 @@ def test_lock_exclude_reaches_the_lock_tool_for_its_own_lock_only(tmp_path: Path
     assert "--allow-unsafe" not in serve
     if tool == "pip-tools":
         text = (requirements / "serve.txt").read_text()
-        assert lock.EXCLUDED + "# protobuf\n" in text and "WARNING" not in text
+        assert lock_compile.EXCLUDED + "# protobuf\n" in text and "WARNING" not in text
 
 
 def test_the_build_secret_pip_conf_reaches_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside the lock stage the private index arrives as a pip.conf (PIP_CONFIG_FILE, the BuildKit secret): the
     same file lock.py writes for the build must become uv's settings, as it becomes pip-compile's."""
     conf = tmp_path / "pip.conf"
-    assert lock.write_pip_conf({"index-url": ["https://user:token@pypi.example.org/simple"],
+    assert lock_index.write_pip_conf({"index-url": ["https://user:token@pypi.example.org/simple"],
                                 "extra-index-url": ["http://127.0.0.1:3141/simple"]}, conf) is True
     for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
-    env = lock.uv_env(lock.pip_settings())
+    env = lock_index.uv_env(lock_index.pip_settings())
     assert env["UV_INDEX_URL"] == "https://user:token@pypi.example.org/simple"
     assert env["UV_EXTRA_INDEX_URL"] == "http://127.0.0.1:3141/simple"
 
@@ -126,7 +139,7 @@ def test_uv_locks_inside_the_image_with_the_same_pins_as_pip_tools(locked_projec
     project = locked_project(combo)
     # the tool's own header, after the lock stamp's lines
     header = next(line for line in (project / "requirements/train.txt").read_text().splitlines()
-                  if not line.startswith(lock.STAMP))
+                  if not line.startswith(lock_stamp.STAMP))
     assert "autogenerated by uv" in header, header
     for name in ("train", "serve"):
         text = (project / f"requirements/{name}.txt").read_text()

@@ -38,7 +38,8 @@ def test_complete_project(render_combo: RenderCombo, combo: Combo) -> None:
     for module in ["__init__", "config", "model", "train", "serve", "healthcheck", "artifacts", "_cpu"]:
         assert (package / f"{module}.py").is_file(), module
     assert not (project / "frameworks").exists(), "template-only folder leaked into the project"
-    assert (project / "scripts/lock.py").read_text() == (REPO / "hooks/lock.py").read_text()
+    lock_modules = {path.name: path.read_text() for path in (REPO / "template/scripts").glob("lock*.py")}
+    assert {path.name: path.read_text() for path in (project / "scripts").glob("lock*.py")} == lock_modules
 
 
 def test_no_unrendered_jinja_and_python_compiles(render_combo: RenderCombo, combo: Combo) -> None:
@@ -166,7 +167,7 @@ def test_dockerignore_is_ml_aware(render_combo: RenderCombo, combo: Combo) -> No
     for pattern in [".git", "**/__pycache__", ".venv", "**/*.ipynb", "notebooks", "data", "mlruns", "wandb",
                     "checkpoints", ".env", "tests", ".ci", ".github"]:
         assert pattern in lines, pattern
-    for needed in ["src", "requirements", "scripts", "scripts/lock.py"]:
+    for needed in ["src", "requirements", "scripts", "scripts/lock.py", "scripts/lock*.py"]:
         assert needed not in lines
     assert ("models" in lines) == (combo.model_source != "baked")
 

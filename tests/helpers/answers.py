@@ -5,7 +5,6 @@ one rule, one place."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import itertools
 import json
 import re
@@ -23,11 +22,9 @@ DEFAULT_ANSWERS = {"project_name": "Iris Classifier"}
 def host_platform() -> str:
     """This machine's platform as the `platforms` answer names it (linux/amd64, linux/arm64): scripts/lock.py's own
     reading, which a render that locks for this machine only must match."""
-    spec = importlib.util.spec_from_file_location("lock_for_host", REPO / "hooks" / "lock.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.host_platform())
+    from helpers.lock_scripts import lock_engine  # imports this module: not at the top
+
+    return str(lock_engine.host_platform())
 
 
 def _load_copier_yml() -> dict[str, Any]:
