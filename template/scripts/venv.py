@@ -17,7 +17,8 @@
   the layer of the large ones (the split files are copied into the install stage, and Docker and Buildah key a copy
   by its content).
 
-Standard library only: it runs with the image's own Python, beside scripts/lock*.py.
+Standard library only: it runs with the image's own Python (beside scripts/lock_files.py where it splits a lock or
+installs for another architecture).
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ PIPCONF = Path("/run/secrets/pipconf")
 # their dependencies) is the second.
 LARGE = {"numpy", "scipy", "scikit-learn", "xgboost", "xgboost-cpu", "xgboost-cu12", "lightgbm", "onnxruntime",
          "pandas", "pyarrow", "torch", "tensorflow", "tensorflow-cpu", "transformers", "tokenizers"}
-# Docker's architecture names (TARGETARCH) -> what `uname -m` says (the lock's platform_machine markers)
-MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 OLDEST_GLIBC = {"x86_64": 5, "aarch64": 17}  # the oldest manylinux of each (manylinux1; manylinux2014)
 LEGACY = {"x86_64": {5: "manylinux1", 12: "manylinux2010", 17: "manylinux2014"}, "aarch64": {17: "manylinux2014"}}
 DATA_DIRS = ("bin", "share", "etc", "include")  # what pip --target puts beside the packages: the venv's, not theirs
@@ -48,9 +47,16 @@ class VenvError(Exception):
     pass
 
 
+def machines() -> dict[str, str]:
+    """Docker's architecture names (TARGETARCH) -> what `uname -m` says there (the locks' platform_machine)."""
+    from lock_files import MACHINES
+
+    return {name.split("/")[1]: machine for name, machine in MACHINES.items()}
+
+
 def split(lock: Path, folder: Path) -> None:
     """The lock's entries in two files (its heading in both): LARGE's packages, then the others."""
-    from lock import canonical, parse_lock, requirement  # beside this script in the stages that split or cross
+    from lock_files import canonical, parse_lock, requirement  # beside this script where it splits or cross-installs
     parts: tuple[list[str], list[str]] = ([], [])
     for heading, entries in parse_lock(lock.read_text()):
         for part in parts:
@@ -86,9 +92,9 @@ def check_stamp(lock_text: str, lock: Path, arch: str) -> None:
 def cross_args(lock: Path, arch: str, tmp: Path) -> list[str]:
     """pip's options for another machine's wheels, and the lock as that machine sees it (pip evaluates a lock's
     platform_machine markers for the machine it runs on)."""
-    from lock import platform_view  # beside this script in the cross stage
+    from lock_files import platform_view
 
-    if arch not in MACHINES:
+    if arch not in machines():
         raise VenvError(f"no cross install for linux/{arch}: build it with --build-arg VENV=native")
     libc, glibc = platform.libc_ver()
     if libc != "glibc":
@@ -97,9 +103,9 @@ def cross_args(lock: Path, arch: str, tmp: Path) -> list[str]:
     text = lock.read_text()
     check_stamp(text, lock, arch)
     view = tmp / lock.name
-    view.write_text(platform_view(text, MACHINES[arch]))
+    view.write_text(platform_view(text, machines()[arch]))
     return ["--only-binary=:all:", "--target", str(site_packages()),
-            *(f"--platform={tag}" for tag in platform_tags(MACHINES[arch], glibc)), "-r", str(view)]
+            *(f"--platform={tag}" for tag in platform_tags(machines()[arch], glibc)), "-r", str(view)]
 
 
 def install(lock: Path, python: str | None, arch: str | None, prune: bool) -> None:
@@ -111,7 +117,7 @@ def install(lock: Path, python: str | None, arch: str | None, prune: bool) -> No
     if PIPCONF.is_file() and PIPCONF.stat().st_size:
         env["PIP_CONFIG_FILE"] = str(PIPCONF)
     index = ["--extra-index-url", env["EXTRA_INDEX_URL"]] if env.get("EXTRA_INDEX_URL") else []
-    cross = arch and MACHINES.get(arch) != platform.machine()
+    cross = arch and machines().get(arch) != platform.machine()
     if not any(line[:1].isalnum() for line in lock.read_text().splitlines()):
         return  # no package in this part: the other holds them all
     with tempfile.TemporaryDirectory() as tmp:
