@@ -27,7 +27,11 @@ def test_compose_config_is_valid(render_combo: Callable[[Combo], Path], combo: C
     result = run(["docker", "compose", "--profile", "train", "config", "--format", "json"], cwd=project)
     config = json.loads(result.stdout)
     assert {"serve", "train"} <= set(config["services"])
-    assert config["services"]["serve"]["healthcheck"]["test"][0] == "CMD"
+    assert "healthcheck" not in config["services"]["serve"], "the serve image's HEALTHCHECK is the one"
+    for name, service in config["services"].items():  # the x-hardened anchor, merged by compose itself
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        assert service["security_opt"] == ["no-new-privileges:true"] and service["tmpfs"] == ["/tmp"], name
+        assert "org.opencontainers.image.revision" in service["build"]["labels"], name
 
 
 @pytest.mark.engine
@@ -93,4 +97,5 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
 
 def test_compose_file_is_plain_compose_spec(render_combo: Callable[[Combo], Path]) -> None:
     compose = yaml.safe_load((render_combo(COMBOS[0]) / "compose.yaml").read_text())
-    assert "version" not in compose and set(compose) <= {"name", "services", "secrets", "volumes", "x-build"}
+    assert "version" not in compose and set(compose) <= {"name", "services", "secrets", "volumes", "x-build",
+                                                         "x-hardened", "x-gpu"}

@@ -8,6 +8,7 @@ release). Standard library only.
 Tags: the commit and the version (git tag), never `latest`; `-train` for the train image. Each node pulling the
 index gets its own platform's image. Writes digests.md (a table for the CI summary) and digests.env
 (TRAIN_DIGEST=..., SERVE_DIGEST=...: <registry>/<name>@sha256:... of the index; one line per platform too).
+BUILDX_ARGS (make passes its labels and the pip.conf secret) and BUILDX_FLAGS (CI's cache) go to every build.
 
 With a builder that builds several platforms at once (buildx's docker-container driver, as CI sets up) all
 platforms are one build, pushed with provenance and SBOM attestations. Docker's built-in `docker` driver builds one
@@ -67,7 +68,10 @@ def main() -> int:
         say("set REGISTRY_IMAGE=<registry>/<owner>/<name> (CI sets it)")
         return 1
     revision, version = os.environ.get("REVISION", "unknown"), os.environ.get("RELEASE_VERSION", "")
-    args = shlex.split(os.environ.get("BUILDX_ARGS", "")) + shlex.split(os.environ.get("BUILDX_FLAGS", ""))
+    # VENV=cross: each platform's venv installed by this machine's pip, no emulation (on this machine's own platform
+    # it installs plainly); after BUILDX_ARGS, whose VENV names one platform's way: the last --build-arg wins
+    args = [*shlex.split(os.environ.get("BUILDX_ARGS", "")), *shlex.split(os.environ.get("BUILDX_FLAGS", "")),
+            "--build-arg", "VENV=cross"]
     try:
         platforms = lock_platforms(Path.cwd())  # the Dockerfile's PLATFORMS, read as make lock reads it
     except LockError as error:

@@ -15,8 +15,9 @@ from helpers.answers import MATRIX
 from helpers.combos import TORCH_FRAMEWORKS, Combo
 from helpers.engine import run, timed
 
-BUILD_ARGS = {"VERSION": "1.2.3", "REVISION": "0123456789abcdef", "CREATED": "2026-01-02T03:04:05Z",
-              "SOURCE": "https://example.org/iris.git"}
+# the labels that change on every commit, passed to the build as make and compose pass them
+LABELS = {"version": "1.2.3", "revision": "0123456789abcdef", "created": "2026-01-02T03:04:05Z",
+          "source": "https://example.org/iris.git"}
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Built:
 
     def build(self, target: str, *extra: str, record: bool = True) -> str:
         """Build `target` (train or serve) into this chain's image of that name."""
-        args = [a for k, v in BUILD_ARGS.items() for a in ("--build-arg", f"{k}={v}")]
+        args = [a for k, v in LABELS.items() for a in ("--label", f"org.opencontainers.image.{k}={v}")]
         if self.combo.framework in TORCH_FRAMEWORKS:  # the wheel index of the tests is on this machine's loopback
             args += ["--network", "host"]
         tag = self.train_image if target == "train" else self.serve_image
