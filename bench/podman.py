@@ -62,7 +62,7 @@ def project_at(ref: str, work: Path, first: Path | None) -> Path:
     if first:
         for lock in (first / "requirements").glob("*.txt"):
             shutil.copy2(lock, project / "requirements" / lock.name)
-        shutil.copytree(first / "models", project / "models")
+        shutil.copytree(first / "models", project / "models", dirs_exist_ok=True)
     else:
         run(["make", "train"], cwd=project, timeout=1800)
     return project

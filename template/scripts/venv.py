@@ -56,7 +56,11 @@ def machines() -> dict[str, str]:
 
 def split(lock: Path, folder: Path) -> None:
     """The lock's entries in two files (its heading in both): LARGE's packages, then the others."""
-    from lock_files import canonical, parse_lock, requirement  # beside this script where it splits or cross-installs
+    from lock_files import (  # beside this script where it splits or cross-installs
+        canonical,
+        parse_lock,
+        requirement,
+    )
     parts: tuple[list[str], list[str]] = ([], [])
     for heading, entries in parse_lock(lock.read_text()):
         for part in parts:
