@@ -71,6 +71,7 @@ def project_at(ref: str, work: Path, first: Path | None) -> Path:
 def main() -> None:
     args = sys.argv[1:]
     given = Path(args.pop(args.index("--from") + 1)) if "--from" in args else None
+    args = [a for a in args if a != "--from"]
     refs = args[args.index("--refs") + 1:] if "--refs" in args else ["HEAD"]
     work = Path(tempfile.mkdtemp(prefix="bench-podman-"))
     work.chmod(0o755)
