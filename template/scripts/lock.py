@@ -32,10 +32,8 @@ from pathlib import Path
 
 from lock_compile import compile_in_image, lock_locally
 from lock_engine import ENGINE, engine_answers, host_platform, lock_with_docker
-from lock_files import LOCKS, MACHINES, LockError, locks, log, platform_view
+from lock_files import LOCKS, MACHINES, LockError, locks, log
 from lock_stamp import check_locks, dockerfile_args, stamp_lock
-
-__all__ = ["MACHINES", "platform_view", "main"]  # scripts/cross_install.py: `from lock import MACHINES, platform_view`
 
 
 def lock_platforms(project: Path) -> list[str]:

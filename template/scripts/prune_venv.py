@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Delete from a virtual environment the files a server never reads, before it is copied into the serve image.
 
-    python scripts/prune_venv.py /opt/venv      # the Dockerfile's deps-serve stage, right after the install
+    python scripts/prune_venv.py /opt/venv      # scripts/venv.py --prune, right after the serve venv's install
 
 The list is reviewed by hand: each entry says why serving never reads what it matches. A pattern matches the end
 of a path (`tests` is any folder named tests); entries that match nothing are skipped, so one list covers every
