@@ -1,5 +1,5 @@
 """The arm64 images built on this (amd64) machine: venvs installed by this machine's pip (the cross stages, the
-default) next to pip under emulation (`--build-arg INSTALL_ARCH=arm64`, what every build did before). Figures for
+`--build-arg VENV=cross`, what make passes) next to pip under emulation (`VENV=native`, the Dockerfile's default). Figures for
 BENCHMARKS.md.
 
     .venv/bin/python bench/cross_build.py [--runs N] [--targets serve,train]   (emulated: ~10 minutes a build)
@@ -28,13 +28,14 @@ from helpers.registry import Registry
 from helpers.render import render
 
 BASE = "python:3.13-slim-trixie"
-WAYS = {"cross (this machine's pip)": [], "emulated (INSTALL_ARCH=arm64)": ["--build-arg", "INSTALL_ARCH=arm64"]}
+WAYS = {"cross (VENV=cross: this machine's pip)": ["--build-arg", "VENV=cross"],
+        "emulated (VENV=native)": ["--build-arg", "VENV=native"]}
 
 
 def build(project: Path, target: str, extra: list[str]) -> float:
     start = time.monotonic()
     subprocess.run(["docker", "buildx", "build", "--platform", "linux/arm64", "--target", target, "--quiet",
-                    "--no-cache-filter", f"deps-{target}-cross,deps-{target}", *extra, "."], cwd=project, check=True,
+                    "--no-cache-filter", f"cross-build,cross-{target}-venv,native-{target}-venv", *extra, "."], cwd=project, check=True,
                    stdout=subprocess.DEVNULL, timeout=3600)
     return time.monotonic() - start
 
@@ -58,7 +59,7 @@ def main() -> int:
             (project / "models" / "metadata.json").write_text("{}")  # the serve image bakes a model: any will do
             times: dict[tuple[str, str], list[float]] = {}
             for target in args.targets.split(","):
-                build(project, target, [])  # fills pip's download cache (one cache for both ways) and the other layers
+                build(project, target, WAYS["emulated (VENV=native)"])  # fills pip's download cache (one cache for both ways) and the other layers
                 for _ in range(args.runs):
                     for way, extra in WAYS.items():
                         times.setdefault((target, way), []).append(build(project, target, extra))

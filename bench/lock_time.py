@@ -43,7 +43,8 @@ def make_cold(project: Path) -> None:
     dockerfile = project / "Dockerfile"
     text = re.sub(r"(--mount=type=cache,target=/root/\.cache/(pip|uv))", rf"\1,id=lockbench-{nonce}-\2",
                   dockerfile.read_text())
-    text = text.replace("FROM python-base AS lock-compile\n", f"FROM python-base AS lock-compile\nRUN echo {nonce}\n")
+    assert "FROM base AS lock-compile\n" in text, "the Dockerfile's lock stage moved: update bench/lock_time.py"
+    text = text.replace("FROM base AS lock-compile\n", f"FROM base AS lock-compile\nRUN echo {nonce}\n")
     dockerfile.write_text(text)
 
 

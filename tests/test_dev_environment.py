@@ -68,9 +68,13 @@ def test_dev_lock_extends_train_and_the_dev_image_reuses_the_train_venv(render_c
     assert "-r train.in" in dev_in and any(line.startswith("jupyterlab") for line in dev_in)
     assert any(line.startswith("matplotlib") for line in dev_in)
     dockerfile = Dockerfile.read(project / "Dockerfile")
-    assert dockerfile.stages["dev"].base == "deps-dev" and dockerfile.stages["deps-dev"].base == "train-runtime"
-    assert any("requirements/dev.txt" in i.args for i in dockerfile.stages["deps-dev"].all("COPY"))
-    assert any("--require-hashes" in i.args for i in dockerfile.stages["deps-dev"].all("RUN"))
+    # on the train image's runtime (its user, its apt packages), its venv from the hashed dev lock, as train's
+    assert dockerfile.stages["dev"].base == dockerfile.stages["train-venv"].base
+    dev = dockerfile.stages["dev"]
+    assert dev.index("COPY", "requirements/dev.txt") < dev.index("RUN", "/tmp/venv.py /tmp/dev.txt")
+    assert [call[1:] for call in dev.venv_calls()] == [["/tmp/venv.py", "/tmp/dev.txt"]]
+    install = next(run for run in dev.all("RUN") if run.venv_calls())
+    assert {"type=secret,id=pipconf", "type=cache,id=/root/.cache/pip,target=/var/cache"} <= set(install.mounts())
     assert list(dockerfile.stages)[-1] == "serve", "a plain `docker build .` must still build serve"
     assert "JUPYTER_TOKEN" not in (project / "Dockerfile").read_text()
 
@@ -81,7 +85,7 @@ def test_train_and_serve_are_unchanged_by_the_dev_environment(render_combo: Rend
     for target in ("train", "serve"):
         assert [(s.name, s.base, s.instructions) for s in with_dev.chain(target)] == \
                [(s.name, s.base, s.instructions) for s in plain.chain(target)], target
-    assert "dev" not in plain.stages and "deps-dev" not in plain.stages
+    assert "dev" not in plain.stages and set(with_dev.stages) - set(plain.stages) == {"dev"}
 
 
 def test_without_dev_environment_nothing_of_it_renders(without_dev: Path) -> None:

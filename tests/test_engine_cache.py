@@ -39,7 +39,7 @@ def test_code_change_reuses_dependency_layers(built_project: Callable[[Combo], B
     copy = Built(built.combo, project, built.train_image, built.serve_image + "-cache", {})
     log = copy.build("serve")
     status = step_status(log)
-    deps = {k: v for k, v in status.items() if k.startswith(("[deps-serve", "[serve-runtime", "[python-base"))}
+    deps = {k: v for k, v in status.items() if k.startswith(("[serve-lock", "[serve-venv", "[runtime", "[base"))}
     assert deps and all(v == "CACHED" for v in deps.values()), deps
     rebuilt = [k for k, v in status.items() if v == "DONE" and k.startswith("[serve")]
     assert any("COPY src/" in k for k in rebuilt), status

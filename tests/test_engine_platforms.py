@@ -1,7 +1,7 @@
 """Promise: the default render runs on linux/arm64 as on linux/amd64 from one lock. `make lock` compiles train,
 serve and dev in both platforms' images and merges (the same bytes from an engine whose own platform is arm64);
 `make build-serve PLATFORM=linux/arm64` installs from that lock, hash-checked, with this machine's pip (the cross
-stage; tests/test_cross_install.py); the image's Python is aarch64; the model trained on amd64 answers the same
+stage, VENV=cross; tests/test_venv_install.py); the image's Python is aarch64; the model trained on amd64 answers the same
 there; a uid-1000 user's `make train PLATFORM=linux/arm64` trains under emulation and its model serves on amd64;
 `make release` pushes one index per image holding both platforms, and each platform of the serve image pulled by the
 index digest serves. The base images come from a real registry on 127.0.0.1 holding both platforms under one tag,
@@ -146,7 +146,7 @@ def arm64(project: Path, trained: dict) -> str:
     """`make build-serve PLATFORM=linux/arm64`, as a user on an amd64 machine does: installed from the one lock,
     hash-checked, by this machine's own pip (not under emulation: 34x slower here)."""
     out = make(project, "build-serve", "PLATFORM=linux/arm64", "TAG=arm64")
-    assert "deps-serve-cross" in out, out[-3000:]
+    assert "[cross-build " in out and "[cross-serve-venv " in out, out[-3000:]
     return f"{IMAGE}:arm64"
 
 
@@ -210,7 +210,8 @@ def test_training_runs_on_arm64_as_the_user_and_its_model_serves_on_amd64(
     result = timed(f"{COMBO.id} make train PLATFORM=linux/arm64 TAG=arm64 (uid {uid})",
                    user("make", "train", "PLATFORM=linux/arm64", "TAG=arm64", f"IMAGE={IMAGE}"), cwd=again,
                    timeout=1800)
-    assert "deps-train-cross" in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
+    log = result.stdout + result.stderr
+    assert "[cross-build " in log and "[cross-train-venv " in log, log[-3000:]
     written = again / "models" / "metadata.json"
     assert written.stat().st_uid == uid, "the arm64 training left files the user does not own"
     assert json.loads(written.read_text())["platform"] == "aarch64"

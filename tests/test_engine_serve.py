@@ -59,12 +59,16 @@ def test_training_is_reproducible(built: Built, tmp_path: Path) -> None:
 
 
 @each_built
-def test_labels_come_from_the_build(built: Built) -> None:
+def test_labels_come_from_the_build_and_the_dockerfile(built: Built) -> None:
     for image in (built.train_image, built.serve_image):
         labels = json.loads(run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image]).stdout)
-        for key, value in LABELS.items():
-            assert labels[f"org.opencontainers.image.{key}"] == value, (image, key)
-        assert labels["org.opencontainers.image.title"]
+        for key, value in LABELS.items():  # the build's --label
+            assert labels[key] == value, (image, key)
+        # the Dockerfile's own, per image (not the base image's, which the build inherits)
+        name = next((built.project / "src").iterdir()).name.replace("_", "-")  # copier.yml's image_name
+        title = name + ("-train" if image == built.train_image else "")
+        assert labels["org.opencontainers.image.title"] == title, (image, labels)
+        assert labels["org.opencontainers.image.description"]
 
 
 @each_built

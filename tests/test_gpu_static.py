@@ -55,13 +55,20 @@ def test_gpu_render_static_only_images_wheels_and_env(render_combo: RenderCombo,
         flavor = combo.cuda_flavor or MATRIX["framework"][combo.framework]["gpu"]["flavor"]
         tag = f"nvidia/cuda:{cuda['image']}-{flavor}-ubuntu24.04"
         assert dockerfile.global_args["RUNTIME_IMAGE"] == tag == dockerfile.global_args["BUILDER_IMAGE"]
-        python_apt = dockerfile.stages["python-base"].all("RUN")[0].args
+        python_apt = dockerfile.stages["base"].all("RUN")[0].args
         assert '"python3.12=3.12.*"' in python_apt and "/usr/local/bin/python" in python_apt
-        for stage in ("deps-train", "deps-serve"):
-            assert "/usr/bin/python3.12 -m venv" in dockerfile.stages[stage].all("RUN")[-1].args
-    for runtime in ("train-runtime", "serve-runtime"):
-        env = " ".join(i.args for i in dockerfile.stages[runtime].all("ENV"))
-        assert "NVIDIA_VISIBLE_DEVICES=all" in env and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
+        # apt's Python on the builder: no cross install (VENV), each venv made by and for Ubuntu's python3.12
+        assert "VENV" not in dockerfile.global_args and "cross-build" not in dockerfile.stages
+        for stage, lock in (("train-venv", "train.txt"), ("serve-venv", "1.txt"), ("serve-venv", "2.txt")):
+            call = next(c for c in dockerfile.stages[stage].venv_calls() if c[2] == f"/tmp/{lock}")
+            assert call[0] == "/usr/bin/python3.12", call
+            if stage == "serve-venv":  # the serve image's interpreter, on the serve image's own python3.12
+                assert call[call.index("--python") + 1] == "/usr/bin/python3.12", call
+        assert '"python3.12=3.12.*"' in dockerfile.stages["serve-runtime"].all("RUN")[0].args
+    for reading in Dockerfile.each(project / "Dockerfile"):  # both images, however their venvs are installed
+        for target in ("train", "serve"):
+            env = " ".join(i.args for stage in reading.chain(target) for i in stage.all("ENV"))
+            assert "NVIDIA_VISIBLE_DEVICES=all" in env and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
     serve_in = (project / "requirements/serve.in").read_text()
     if combo.framework == "pytorch":
         assert f"--extra-index-url {combo.answers['torch_index_url']}/{cuda['torch_index']}" in serve_in

@@ -63,9 +63,15 @@ def test_dockerfile_pins_the_lock_tool_and_installs_from_hashes(render_combo: Ca
     assert '"${LOCK_TOOL}==${LOCK_TOOL_VERSION}"' in install, "the lock tool is installed at its pinned version"
     compile_run = dockerfile.stages["lock-compile"].all("RUN")[1].args
     assert "--mount=type=secret,id=pipconf" in compile_run and "target=/root/.cache/uv" in compile_run
-    # whichever tool locked, the images install the lock with pip, hashes required, no dependency resolution
-    for deps in ("deps-train", "deps-serve"):
-        assert "--require-hashes --no-deps" in dockerfile.stages[deps].all("RUN")[-1].args
+    # whichever tool locked, the images install the lock with pip, hashes required, no dependency resolution: every
+    # install is scripts/venv.py on a lock (its pip command: tests/test_venv_install.py), no other pip install
+    for stage in ("train-venv", "serve-venv"):
+        locks = [Path(call[2]).name for call in dockerfile.stages[stage].venv_calls()]
+        assert locks == (["train.txt"] if stage == "train-venv" else ["1.txt", "2.txt"]), locks
+    installs = [(s.name, i.args) for s in dockerfile.stages.values() for i in s.all("RUN") if "pip install" in i.args]
+    assert installs == [("lock-compile", install)], installs
+    script = (REPO / "template/scripts/venv.py").read_text()
+    assert re.search(r'"-m", "pip", .*"install", "--require-hashes",\s+"--no-deps"', script, re.DOTALL)
 
 
 def test_uv_gets_the_pip_index_settings_as_its_own_variables() -> None:

@@ -17,9 +17,29 @@ from helpers.answers import DATA, MATRIX, REPO, asked, complete
 from helpers.combos import Combo, COMBOS, PLATFORM_COMBOS
 
 RenderCombo = Callable[[Combo], Path]
-ARCHES = [platform.split("/")[1] for platform in MATRIX["platforms"]]
-STAGES = {"python-base", "python-build", "lock-compile", "lock", "deps-train", "deps-serve", "train-runtime", "serve-runtime", "train",
-          "serve"}
+STAGES = {"base", "lock-compile", "lock", "serve-lock", "train", "serve"}
+VENV_SCRIPT = (REPO / "template/scripts/venv.py").read_text()
+
+
+def expected_stages(combo: Combo, dev: bool) -> set[str]:
+    """The stages a render holds, from the answers: the Dockerfile's shape decisions, made again here."""
+    base = MATRIX["base_image"][combo.base_image]
+    state = [d for d, wanted in (("cache", combo.model_source == "downloaded"), ("log", combo.log_predictions)) if wanted]
+    expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
+    # they come from a stage of their own only where the serve image has no shell to make them
+    expected |= {"state"} if state and not base["shell"] else set()
+    if base.get("runtime_pip"):  # one runtime for both; train's own only for apt packages serve does without
+        train_only_apt = combo.serve_runtime == "onnx" and MATRIX["framework"][combo.framework]["apt"]
+        expected |= {"runtime"} | ({"train-runtime"} if train_only_apt else set())
+    else:  # the serve image is another image than the builder
+        expected |= {"train-runtime", "serve-runtime"}
+    # several platforms on a builder with its own Python: each venv native or cross (tests/test_venv_install.py)
+    if len(combo.platforms.split(",")) > 1 and not base.get("python_apt"):
+        expected |= {"native-train-venv", "native-serve-venv", "cross-build", "cross-train-venv", "cross-serve-venv"}
+        expected |= set() if base.get("runtime_pip") else {"serve-venv"}
+    else:
+        expected |= {"train-venv", "serve-venv"}
+    return expected | ({"dev"} if dev else set())
 
 
 def package_dir(project: Path) -> Path:
@@ -74,91 +94,134 @@ def test_answers_file_records_every_answer(render_combo: RenderCombo, combo: Com
 
 def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: Combo) -> None:
     root = render_combo(combo)
-    dockerfile = Dockerfile.read(root / "Dockerfile")
-    assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
+    answers = yaml.safe_load((root / ".copier-answers.yml").read_text())
     base = MATRIX["base_image"][combo.base_image]
+    one_image = bool(base.get("runtime_pip"))  # the serve image is the builder's (it has pip): venvs installed in place
     # the serve user's writable folders: the download cache, the prediction log
     state = [d for d, wanted in (("cache", combo.model_source == "downloaded"), ("log", combo.log_predictions)) if wanted]
-    expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
-    # the venvs for an image of another architecture (tests/test_cross_install.py), and the stages that pick them
-    expected |= {"deps-train-cross", "deps-train-copied", "deps-serve-cross"}
-    expected |= {"deps-serve-copied"} if base.get("runtime_pip") else {"serve-venv"}
-    expected |= {f"{target}-on-{builder}-{image}-venv" for image in ("train", "serve")
-                 for target in ARCHES for builder in ARCHES}
-    # they come from a stage of their own only where the serve image has no shell to make them
-    expected |= {"state"} if state and not base["shell"] else set()
-    expected |= {"deps-dev", "dev"} if yaml.safe_load((root / ".copier-answers.yml").read_text())["dev_environment"] else set()
-    assert set(dockerfile.stages) == expected
-    assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
-    assert dockerfile.global_args["LOCK_TOOL"] == combo.lock_tool
-    assert dockerfile.global_args["LOCK_TOOL_VERSION"] == MATRIX["tools"][combo.lock_tool.replace("-", "_")]
-    assert dockerfile.stages["lock"].base == "scratch"
-    # the train image runs on the builder: as the serve user where the template creates it, else as train_uid's
-    for target, uid in (("train", base.get("train_uid", base["uid"])), ("serve", base["uid"])):
-        chain = dockerfile.chain(target)
-        instructions = [i for stage in reversed(chain) for i in stage.instructions]
-        env = " ".join(i.args for i in instructions if i.keyword == "ENV")
-        assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
-        users = [i.args for i in instructions if i.keyword == "USER"]
-        assert users and users[-1] == f"{uid}:{uid}" and uid != 0, users
-        cmd = dockerfile.stages[target].all("CMD")
-        assert len(cmd) == 1 and cmd[0].exec_form(), "CMD must be exec form"
-        labels = " ".join(i.args for i in dockerfile.stages[target].all("LABEL"))
-        for key in ("title", "version", "revision", "source", "created"):
-            assert f"org.opencontainers.image.{key}=" in labels, key
-        # only the venv and the code reach the runtime: no COPY of the whole context
-        copies = [i.args for i in dockerfile.stages[target].all("COPY")]
-        assert not any(re.match(r"^\.\s", c) for c in copies), copies
-    serve = dockerfile.stages["serve"]
-    # the train target always runs on the builder image (it has a shell); serve on the chosen base
-    assert dockerfile.chain("train")[-1].base == "${BUILDER_IMAGE}"
-    assert dockerfile.chain("serve")[-1].base == "${RUNTIME_IMAGE}"
-    if combo.base_image != "nvidia-cuda":  # its tag depends on the CUDA answers: see test_gpu_static.py
+    for dockerfile in Dockerfile.each(root / "Dockerfile"):
+        assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
+        assert set(dockerfile.stages) == expected_stages(combo, answers["dev_environment"])
+        cross = dockerfile.venv == "cross"
+        prefix = f"{dockerfile.venv}-" if dockerfile.venv else ""
+        assert dockerfile.global_args["PYTHON_VERSION"] == combo.python_version
+        assert dockerfile.global_args["LOCK_TOOL"] == combo.lock_tool
+        assert dockerfile.global_args["LOCK_TOOL_VERSION"] == MATRIX["tools"][combo.lock_tool.replace("-", "_")]
+        assert dockerfile.stages["lock"].base == "scratch"
+        # the labels that change with every build come from the build's --label, not from build arguments
+        assert not {"VERSION", "REVISION", "CREATED", "SOURCE"} & set(dockerfile.global_args)
+        assert not [i for st in dockerfile.stages.values() for i in st.all("ARG")
+                    if re.match(r"(VERSION|REVISION|CREATED|SOURCE)\b", i.args)]
+        # the train image runs on the builder: as the serve user where the template creates it, else as train_uid's
+        for target, uid in (("train", base.get("train_uid", base["uid"])), ("serve", base["uid"])):
+            chain = dockerfile.chain(target)
+            instructions = [i for stage in reversed(chain) for i in stage.instructions]
+            env = " ".join(i.args for i in instructions if i.keyword == "ENV")
+            assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env, (target, env)
+            assert "VIRTUAL_ENV=/opt/venv" in env and "PATH=/opt/venv/bin:$PATH" in env, (target, env)
+            users = [i.args for i in instructions if i.keyword == "USER"]
+            assert users and users[-1] == f"{uid}:{uid}" and uid != 0, users
+            cmd = dockerfile.stages[target].all("CMD")
+            assert len(cmd) == 1 and cmd[0].exec_form(), "CMD must be exec form"
+            labels = " ".join(i.args for i in dockerfile.stages[target].all("LABEL"))
+            keys = set(re.findall(r"org\.opencontainers\.image\.(\w+)=", labels))
+            assert keys == {"title", "description"} | ({"authors"} if answers.get("author_name") else set()), keys
+            # only the venv and the code reach the runtime: no COPY of the whole context
+            copies = [i.args for i in dockerfile.stages[target].all("COPY")]
+            assert not any(re.match(r"^\.\s", c) for c in copies), copies
+        serve = dockerfile.stages["serve"]
+        # the train target always runs on the builder image (it has a shell); serve on the chosen base
+        assert dockerfile.chain("train")[-1].base == "${BUILDER_IMAGE}"
+        assert dockerfile.chain("serve")[-1].base == ("${BUILDER_IMAGE}" if one_image else "${RUNTIME_IMAGE}")
+        assert ("RUNTIME_IMAGE" in dockerfile.global_args) == (not one_image)
         debian = MATRIX["python"][combo.python_version]["debian"]
-        runtime = base["runtime"].format(python=combo.python_version, debian=debian)
-        assert dockerfile.global_args["RUNTIME_IMAGE"].replace("${PYTHON_VERSION}", combo.python_version) == runtime
-    # the serve venv is made with the runtime image's interpreter path
-    python_path = base["python_path"].format(python=combo.python_version)
-    assert f"{python_path} -m venv" in dockerfile.stages["deps-serve"].all("RUN")[-1].args
-    # each venv is installed in the stage its image grows from (Buildah digests a copied venv on every build); only a
-    # runtime image without pip gets its venv copied from the builder
-    assert dockerfile.stages["train"].base == "deps-train" and dockerfile.stages["deps-train"].base == "train-runtime"
-    if base.get("runtime_pip"):
-        assert serve.base == "deps-serve" and dockerfile.stages["deps-serve"].base == "serve-runtime"
-        assert not [i for i in serve.all("COPY") if "/opt/venv" in i.args]
-    else:
-        assert serve.base == "serve-runtime" and dockerfile.stages["deps-serve"].base == "python-base"
-        assert dockerfile.stages["serve-venv"].base == "deps-serve"
-        assert serve.index("COPY", "--from=serve-venv /opt/venv") < serve.index("COPY", "src/")
-    if not base["shell"]:
-        assert not [i for st in dockerfile.chain("serve") if st.name != "python-base" for i in st.all("RUN")]
-        assert serve.all("ENTRYPOINT")[0].args == "[]", "the distroless python ENTRYPOINT must be reset"
-    health = serve.all("HEALTHCHECK")
-    assert len(health) == 1 and health[0].exec_form(), "HEALTHCHECK must be exec form (no shell needed)"
-    assert serve.all("EXPOSE")[0].args == str(combo.answers.get("serve_port", 8000))
-    # the venv comes from the hashed lock, before the code: a code change rebuilds only the last layers
-    for deps, lock in (("deps-train", "train.txt"), ("deps-serve", "serve.txt")):
-        stage = dockerfile.stages[deps]
-        assert stage.index("COPY", lock) < stage.index("RUN", "--require-hashes --no-deps")
-        install = stage.all("RUN")[-1].args
-        assert "--mount=type=cache,id=/root/.cache/pip,target=/var/cache" in install and "PIP_CACHE_DIR=/var/cache" in install
-        assert "--mount=type=secret,id=pipconf" in install
-    copies = " ".join(i.args for i in serve.all("COPY"))
-    # the code last (after the labels, which change on every commit): a code change redoes one step
-    for target in ("train", "serve"):
-        last = dockerfile.stages[target].instructions[-1]
-        assert last.keyword == "COPY" and last.args == "src/ src/", last
-    if combo.model_source == "baked":
-        # the model, checked in its own stage (beside the installs: a missing model fails at once), before the labels
-        assert serve.index("COPY", "--from=model /models/ models/") < serve.index("LABEL", "org.opencontainers.image.title")
-        assert "models/metadata.json" in dockerfile.stages["model"].all("RUN")[0].args
-    else:
-        assert "models" not in copies, "only a baked image holds a model"
-    if state and base["shell"]:  # made with the serve user, owned by it
-        user = dockerfile.stages["serve-runtime"].all("RUN")[-1].args
-        assert "useradd" in user and all(f"/app/var/{d}" in user.split("chown", 1)[-1] for d in state), user
-    elif state:
-        assert "--chown" in copies and "var/" in copies, "the download cache must be writable by the serve user"
+        if one_image:  # the one image is both: the matrix says so
+            assert base["runtime"] == base["builder"]
+            runtime = base["runtime"].format(python=combo.python_version, debian=debian)
+            assert dockerfile.global_args["BUILDER_IMAGE"] == runtime
+        elif combo.base_image != "nvidia-cuda":  # its tag depends on the CUDA answers: see test_gpu_static.py
+            runtime = base["runtime"].format(python=combo.python_version, debian=debian)
+            assert dockerfile.global_args["RUNTIME_IMAGE"].replace("${PYTHON_VERSION}", combo.python_version) == runtime
+        # each venv is installed in the stage its image grows from (Buildah digests a copied venv on every build); only a
+        # runtime image without pip, or an install for another architecture, gets its venv copied
+        train_runtime = "train-runtime" if "train-runtime" in dockerfile.stages else "runtime"
+        train_venv = dockerfile.stages["train"].base
+        assert train_venv == f"{prefix}train-venv" and dockerfile.stages[train_venv].base == train_runtime
+        serve_venv = f"{prefix}serve-venv"
+        if one_image:
+            assert serve.base == serve_venv and dockerfile.stages[serve_venv].base == "runtime"
+            assert not [i for i in serve.all("COPY") if "/opt/venv" in i.args]
+        else:
+            assert serve.base == "serve-runtime"
+            # the venv's two parts, made on the builder, copied in two layers before the code
+            parts = [i.args for i in dockerfile.copies_into("serve", "/opt/venv")]
+            assert parts == ["--from=serve-venv /opt/serve-1 /opt/venv", "--from=serve-venv /opt/serve-2 /opt/venv"]
+            assert serve.index("COPY", "/opt/serve-2") < serve.index("COPY", "src/")
+            if dockerfile.venv:  # an empty stage: the one VENV picks
+                assert dockerfile.stages["serve-venv"].base == serve_venv
+                assert not dockerfile.stages["serve-venv"].instructions
+            if not cross:  # installed on the builder, for the serve image's interpreter
+                assert dockerfile.stages[serve_venv].base == "base"
+        if cross:  # the cross venvs: made on the build machine, copied onto the runtime
+            assert dockerfile.stages["cross-build"].platform == "$BUILDPLATFORM"
+            assert [i.args for i in dockerfile.copies_into("cross-train-venv", "/opt/venv")] == [
+                "--from=cross-build /opt/train /opt/venv"]
+            if one_image:
+                assert [i.args for i in dockerfile.copies_into("cross-serve-venv", "/opt/venv")] == [
+                    "--from=cross-build /opt/serve-1 /opt/venv", "--from=cross-build /opt/serve-2 /opt/venv"]
+            else:
+                assert dockerfile.stages["cross-serve-venv"].base == "cross-build"
+        if not base["shell"]:
+            assert not [i for st in dockerfile.chain("serve") for i in st.all("RUN")]
+            assert serve.all("ENTRYPOINT")[0].args == "[]", "the distroless python ENTRYPOINT must be reset"
+        health = serve.all("HEALTHCHECK")
+        assert len(health) == 1 and health[0].exec_form(), "HEALTHCHECK must be exec form (no shell needed)"
+        assert serve.all("EXPOSE")[0].args == str(combo.answers.get("serve_port", 8000))
+        # the venvs come from the hashed locks only (scripts/venv.py installs with --require-hashes --no-deps), before
+        # the code: a code change rebuilds only the last layers
+        python_path = base["python_path"].format(python=combo.python_version)
+        built = dockerfile.reachable("train", "serve", "dev")  # what a build of the images with this VENV runs
+        install_stages = [s for s in dockerfile.stages.values()
+                          if s.venv_calls() and s.name != "serve-lock" and s.name in built]
+        assert {s.name for s in install_stages} == (
+            {"cross-build"} if cross else {train_venv, serve_venv}) | ({"dev"} if answers["dev_environment"] else set())
+        for stage in install_stages:
+            for run in stage.all("RUN"):
+                if not run.venv_calls():
+                    continue
+                assert "type=cache,id=/root/.cache/pip,target=/var/cache" in run.mounts(), run.args
+                assert "type=secret,id=pipconf" in run.mounts(), run.args
+                for call in run.venv_calls():
+                    lock = Path(call[2]).name
+                    assert call[1] == "/tmp/venv.py" and lock in ("train.txt", "dev.txt", "1.txt", "2.txt"), call
+                    # the lock comes in by a COPY before the install: a change of the lock redoes it, not of the code
+                    assert stage.index("COPY", lock) < stage.instructions.index(run), (stage.name, lock)
+                    # the serve venv points at the serve image's interpreter: the one that runs venv.py, or --python
+                    if lock in ("1.txt", "2.txt"):
+                        python = call[call.index("--python") + 1] if "--python" in call else call[0]
+                        assert python == python_path and "--prune" in call, call
+        assert re.search(r'"install", "--require-hashes",\s+"--no-deps"', VENV_SCRIPT)  # scripts/venv.py's one pip install
+        copies = " ".join(i.args for i in serve.all("COPY"))
+        # the code last (after the labels, which change on every commit): a code change redoes one step
+        for target in ("train", "serve"):
+            last = dockerfile.stages[target].instructions[-1]
+            assert last.keyword == "COPY" and last.args == "src/ /app/src/", last
+            assert dockerfile.stages[target].index("LABEL", "org.opencontainers.image.title") < len(
+                dockerfile.stages[target].instructions) - 1
+        if combo.model_source == "baked":
+            # the model, checked in its own stage (beside the installs: a missing model fails at once), before the labels
+            assert serve.index("COPY", "--from=model /models/ /app/models/") < serve.index(
+                "LABEL", "org.opencontainers.image.title")
+            assert "models/metadata.json" in dockerfile.stages["model"].all("RUN")[0].args
+        else:
+            assert "models" not in copies, "only a baked image holds a model"
+        if state and base["shell"]:  # made with the serve user, owned by it
+            user = dockerfile.stages["runtime" if one_image else "serve-runtime"].all("RUN")[-1].args
+            assert "useradd" in user and all(f"/app/var/{d}" in user.split("chown", 1)[-1] for d in state), user
+        elif state:
+            assert f"--from=state --chown={base['uid']}:{base['uid']} /state/ /app/var/" in copies, \
+                "the download cache must be writable by the serve user"
+            assert all(f"/state/{d}" in dockerfile.stages["state"].all("RUN")[0].args for d in state)
 
 
 def test_dockerignore_is_ml_aware(render_combo: RenderCombo, combo: Combo) -> None:

@@ -15,9 +15,10 @@ from helpers.answers import MATRIX
 from helpers.combos import TORCH_FRAMEWORKS, Combo
 from helpers.engine import run, timed
 
-# the labels that change on every commit, passed to the build as make and compose pass them
-LABELS = {"version": "1.2.3", "revision": "0123456789abcdef", "created": "2026-01-02T03:04:05Z",
-          "source": "https://example.org/iris.git"}
+# the labels that change with each build: given as the build's --label (as make does), not written in the Dockerfile
+LABELS = {"org.opencontainers.image.version": "1.2.3", "org.opencontainers.image.revision": "0123456789abcdef",
+          "org.opencontainers.image.created": "2026-01-02T03:04:05Z",
+          "org.opencontainers.image.source": "https://example.org/iris.git"}
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Built:
 
     def build(self, target: str, *extra: str, record: bool = True) -> str:
         """Build `target` (train or serve) into this chain's image of that name."""
-        args = [a for k, v in LABELS.items() for a in ("--label", f"org.opencontainers.image.{k}={v}")]
+        args = [a for k, v in LABELS.items() for a in ("--label", f"{k}={v}")]
         if self.combo.framework in TORCH_FRAMEWORKS:  # the wheel index of the tests is on this machine's loopback
             args += ["--network", "host"]
         tag = self.train_image if target == "train" else self.serve_image

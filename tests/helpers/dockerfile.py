@@ -1,16 +1,18 @@
 """A small Dockerfile reader for the static checks: instructions grouped by stage.
 
-A stage's base is read as a build for one pair of architectures sees it (the image's, and the one pip installs on:
-the Dockerfile's INSTALL_ARCH, by default the build machine's):
-`FROM ${TARGETARCH:-amd64}-on-${INSTALL_ARCH:-...}-serve-venv` resolves to the stage that name picks, through the
-empty stages that only name another (the `pick` macro's)."""
+A stage's base is read as a build with one value of the Dockerfile's VENV argument sees it (`native`, its default,
+or `cross`: the renders of several platforms only): `FROM ${VENV}-train-venv AS train` is built FROM
+`native-train-venv` or `cross-train-venv`. `reachable` follows FROM and COPY --from, as BuildKit does for a target."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+
+VENV_SCRIPT = "/tmp/venv.py"  # where every install stage puts scripts/venv.py (/lock/venv.py for the split)
 
 
 @dataclass
@@ -27,6 +29,27 @@ class Instruction:
             return None
         return value if isinstance(value, list) else None
 
+    def copy_from(self) -> str | None:
+        """The stage (or image) a COPY --from=... reads."""
+        match = re.match(r"(?:--\S+\s+)*?--from=(\S+)", self.args) if self.keyword == "COPY" else None
+        return match.group(1) if match else None
+
+    def mounts(self) -> list[str]:
+        """A RUN's --mount=... values."""
+        return re.findall(r"--mount=(\S+)", self.args) if self.keyword == "RUN" else []
+
+    def venv_calls(self) -> list[list[str]]:
+        """Each `<python> .../venv.py ...` command of a RUN, as words (the python first)."""
+        if self.keyword != "RUN":
+            return []
+        command = re.sub(r"^(--mount=\S+\s+)*", "", self.args)
+        calls = []
+        for part in re.split(r"\s*&&\s*", command):
+            words = shlex.split(part)
+            if len(words) > 1 and words[1].endswith("/venv.py"):
+                calls.append(words)
+        return calls
+
 
 @dataclass
 class Stage:
@@ -34,6 +57,7 @@ class Stage:
     name: str
     instructions: list[Instruction] = field(default_factory=list)
     platform: str = ""  # FROM --platform=...
+    written_base: str = ""  # the FROM as written (${VENV} unresolved)
 
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
@@ -44,17 +68,21 @@ class Stage:
                 return n
         raise AssertionError(f"stage {self.name}: no {keyword} containing {contains!r}")
 
+    def venv_calls(self) -> list[list[str]]:
+        return [call for run in self.all("RUN") for call in run.venv_calls()]
+
 
 @dataclass
 class Dockerfile:
     text: str
     global_args: dict[str, str]
     stages: dict[str, Stage]
+    venv: str | None  # the VENV value the bases were read with; None where the Dockerfile has no VENV
 
     @classmethod
-    def read(cls, path: Path, target: str = "amd64", builder: str | None = None) -> Dockerfile:
-        """The stages of a build of a `target` image (an architecture: amd64, arm64) on a `builder` (default: the
-        same)."""
+    def read(cls, path: Path, venv: str = "native") -> Dockerfile:
+        """The stages of a build with `--build-arg VENV=<venv>` (a Dockerfile without VENV ignores it)."""
+        assert venv in ("native", "cross"), venv
         text = path.read_text()
         logical: list[str] = []
         buffer = ""
@@ -78,21 +106,27 @@ class Dockerfile:
             if keyword == "FROM":
                 match = re.match(r"(?:--platform=(\S+)\s+)?(\S+)\s+AS\s+(\S+)$", args.strip())
                 assert match, f"unnamed stage: FROM {args}"
-                current = stages[match.group(3)] = Stage(match.group(2), match.group(3), platform=match.group(1) or "")
+                assert match.group(3) not in stages, f"stage {match.group(3)} defined twice"
+                current = stages[match.group(3)] = Stage(match.group(2), match.group(3), platform=match.group(1) or "",
+                                                         written_base=match.group(2))
             elif current is None:
                 assert keyword == "ARG", f"{keyword} before the first FROM"
                 name, _, default = args.partition("=")
                 global_args[name] = default
             else:
                 current.instructions.append(Instruction(keyword, args.strip()))
-        arches = {"TARGETARCH": target, "INSTALL_ARCH": builder or target}
-        for stage in stages.values():  # ${INSTALL_ARCH:-${TARGETARCH:-amd64}}, then ${TARGETARCH:-amd64}
-            stage.base = re.sub(r"\$\{(INSTALL_ARCH)(:-\$\{[^}]*\})?\}", lambda m: arches[m.group(1)], stage.base)
-            stage.base = re.sub(r"\$\{(TARGETARCH)(:-[^}]*)?\}", lambda m: arches[m.group(1)], stage.base)
+        has_venv = "VENV" in global_args
         for stage in stages.values():
-            while stage.base in stages and not stages[stage.base].instructions:
-                stage.base = stages[stage.base].base
-        return cls(text, global_args, stages)
+            if "${VENV}" in stage.base:
+                assert has_venv, f"stage {stage.name}: FROM {stage.base} without a global ARG VENV"
+                stage.base = stage.base.replace("${VENV}", venv)
+        return cls(text, global_args, stages, venv if has_venv else None)
+
+    @classmethod
+    def each(cls, path: Path) -> list[Dockerfile]:
+        """The Dockerfile as each VENV value builds it (one reading where it has no VENV)."""
+        native = cls.read(path)
+        return [native] if native.venv is None else [native, cls.read(path, venv="cross")]
 
     def chain(self, name: str) -> list[Stage]:
         """The stage and the stages it is built FROM, nearest first."""
@@ -102,3 +136,20 @@ class Dockerfile:
             result.append(stage)
             name = stage.base
         return result
+
+    def reachable(self, *targets: str) -> set[str]:
+        """The stages a build of these targets runs: their FROM chains and the stages they COPY --from."""
+        seen: set[str] = set()
+        todo = [t for t in targets if t in self.stages]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            stage = self.stages[name]
+            todo += [n for n in (stage.base, *(i.copy_from() for i in stage.all("COPY"))) if n in self.stages]
+        return seen
+
+    def copies_into(self, name: str, destination: str) -> list[Instruction]:
+        """The COPY instructions of a stage whose destination is `destination`."""
+        return [i for i in self.stages[name].all("COPY") if i.args.split()[-1] == destination]

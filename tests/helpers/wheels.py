@@ -13,15 +13,17 @@ def _record_hash(data: bytes) -> str:
 
 
 def make_wheel(folder: Path, name: str, version: str, platform: str = "any", files: dict[str, str] | None = None,
-               scripts: dict[str, str] | None = None, data: dict[str, str] | None = None) -> Path:
+               scripts: dict[str, str] | None = None, data: dict[str, str] | None = None,
+               requires: list[str] | None = None) -> Path:
     """A wheel `name`-`version` tagged py3-none-`platform` (dots: several platforms): `files` in the package's
     purelib, `scripts` as console entry points (name -> module:function), `data` under the .data/data/ scheme (what
-    pip installs beside bin/: share/..., etc/...)."""
+    pip installs beside bin/: share/..., etc/...), `requires` its Requires-Dist."""
     dist = f"{name}-{version}.dist-info"
     tags = [f"py3-none-{p}" for p in platform.split(".")]
     contents = {path: text.encode() for path, text in (files or {}).items()}
     contents |= {f"{name}-{version}.data/data/{path}": text.encode() for path, text in (data or {}).items()}
-    contents[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    contents[f"{dist}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                    + "".join(f"Requires-Dist: {r}\n" for r in requires or [])).encode()
     contents[f"{dist}/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: "
                                  f"{'true' if platform == 'any' else 'false'}\n"
                                  + "".join(f"Tag: {tag}\n" for tag in tags)).encode()
