@@ -24,10 +24,7 @@ VENV_SCRIPT = (REPO / "template/scripts/venv.py").read_text()
 def expected_stages(combo: Combo, dev: bool) -> set[str]:
     """The stages a render holds, from the answers: the Dockerfile's shape decisions, made again here."""
     base = MATRIX["base_image"][combo.base_image]
-    state = [d for d, wanted in (("cache", combo.model_source == "downloaded"), ("log", combo.log_predictions)) if wanted]
     expected = STAGES | ({"model"} if combo.model_source == "baked" else set())
-    # they come from a stage of their own only where the serve image has no shell to make them
-    expected |= {"state"} if state and not base["shell"] else set()
     if base.get("runtime_pip"):  # one runtime for both; train's own only for apt packages serve does without
         train_only_apt = combo.serve_runtime == "onnx" and MATRIX["framework"][combo.framework]["apt"]
         expected |= {"runtime"} | ({"train-runtime"} if train_only_apt else set())
@@ -219,9 +216,10 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
             user = dockerfile.stages["runtime" if one_image else "serve-runtime"].all("RUN")[-1].args
             assert "useradd" in user and all(f"/app/var/{d}" in user.split("chown", 1)[-1] for d in state), user
         elif state:
-            assert f"--from=state --chown={base['uid']}:{base['uid']} /state/ /app/var/" in copies, \
+            # no shell in the serve image to make them: made beside the serve lock's split, copied in as the serve user's
+            assert f"--from=serve-lock --chown={base['uid']}:{base['uid']} /lock/var/ /app/var/" in copies, \
                 "the download cache must be writable by the serve user"
-            assert all(f"/state/{d}" in dockerfile.stages["state"].all("RUN")[0].args for d in state)
+            assert all(f"/lock/var/{d}" in dockerfile.stages["serve-lock"].all("RUN")[0].args for d in state)
 
 
 def test_dockerignore_is_ml_aware(render_combo: RenderCombo, combo: Combo) -> None:
