@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 
 from helpers.dockerfile import Dockerfile
-from helpers.answers import choices, MATRIX, QUESTIONS
+from helpers.answers import choices, MATRIX, QUESTIONS, REPO
 from helpers.combos import Combo, DEFAULT_COMBO, ENGINE_COMBOS, LOCK_TOOL_TWINS
 from helpers.engine import run
 from helpers.lock_scripts import lock_compile, lock_index, lock_stamp

@@ -69,9 +69,9 @@ def test_each_render_of_several_platforms_installs_the_other_architecture_native
     stage = native.stages["cross-build"]
     assert stage.platform == "$BUILDPLATFORM" and stage.base == "${BUILDER_IMAGE}"
     assert stage.all("ARG")[0].args.split()[0] == "TARGETARCH"
-    # venv.py imports lock.py (the platform view of a merged lock) and runs prune_venv.py beside it
+    # venv.py imports lock_files.py (the platform view of a merged lock) and runs prune_venv.py beside it
     sources = " ".join(i.args for i in stage.all("COPY"))
-    assert all(f"scripts/{name}" in sources for name in ("venv.py", "lock*.py", "prune_venv.py")), sources
+    assert all(f"scripts/{name}" in sources for name in ("venv.py", "lock_files.py", "prune_venv.py")), sources
     (run,) = [r for r in stage.all("RUN") if r.venv_calls()]
     assert "type=secret,id=pipconf" in run.mounts() and "type=cache,id=/root/.cache/pip,target=/var/cache" in run.mounts()
     assert run.args.count('--arch "$TARGETARCH"') == 3, run.args
