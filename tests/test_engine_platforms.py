@@ -99,9 +99,9 @@ def project(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Pat
     text = dockerfile.read_text()
     assert "ARG PLATFORMS=linux/amd64,linux/arm64\n" in text, "the default render is not for both platforms"
     assert (dst / "requirements" / "dev.in").is_file(), "the default render has no dev environment"
-    for arg in ("BUILDER_IMAGE", "RUNTIME_IMAGE"):  # a mirror of the same image, as a company registry holds it
-        assert f"ARG {arg}={BASE}\n" in text
-        text = text.replace(f"ARG {arg}={BASE}\n", f"ARG {arg}={base}\n")
+    # a mirror of the same image, as a company registry holds it (slim: one image for train and serve)
+    assert f"ARG BUILDER_IMAGE={BASE}\n" in text and "ARG RUNTIME_IMAGE" not in text
+    text = text.replace(f"ARG BUILDER_IMAGE={BASE}\n", f"ARG BUILDER_IMAGE={base}\n")
     dockerfile.write_text(text)
     timed(f"{COMBO.id} lock (both platforms)", [sys.executable, "scripts/lock.py", "--strict"], cwd=dst,
           timeout=2400)
