@@ -39,7 +39,7 @@ def run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 900, check:
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n"
-            f"--- stderr\n{result.stderr[-4000:]}"
+            f"--- stderr\n{result.stderr[-12000:]}"
         )
     return result
 
