@@ -93,12 +93,12 @@ def check_stamp(lock_text: str, lock: Path, arch: str) -> None:
                         "and run `make lock`")
 
 
-def cross_args(lock: Path, arch: str, tmp: Path) -> list[str]:
+def cross_args(lock: Path, arch: str, machine: str | None, tmp: Path) -> list[str]:
     """pip's options for another machine's wheels, and the lock as that machine sees it (pip evaluates a lock's
     platform_machine markers for the machine it runs on)."""
     from lock_files import platform_view
 
-    if arch not in machines():
+    if machine is None:
         raise VenvError(f"no cross install for linux/{arch}: build it with --build-arg VENV=native")
     libc, glibc = platform.libc_ver()
     if libc != "glibc":
@@ -107,9 +107,9 @@ def cross_args(lock: Path, arch: str, tmp: Path) -> list[str]:
     text = lock.read_text()
     check_stamp(text, lock, arch)
     view = tmp / lock.name
-    view.write_text(platform_view(text, machines()[arch]))
+    view.write_text(platform_view(text, machine))
     return ["--only-binary=:all:", "--target", str(site_packages()),
-            *(f"--platform={tag}" for tag in platform_tags(machines()[arch], glibc)), "-r", str(view)]
+            *(f"--platform={tag}" for tag in platform_tags(machine, glibc)), "-r", str(view)]
 
 
 def install(lock: Path, python: str | None, arch: str | None, prune: bool) -> None:
@@ -121,13 +121,14 @@ def install(lock: Path, python: str | None, arch: str | None, prune: bool) -> No
     if PIPCONF.is_file() and PIPCONF.stat().st_size:
         env["PIP_CONFIG_FILE"] = str(PIPCONF)
     index = ["--extra-index-url", env["EXTRA_INDEX_URL"]] if env.get("EXTRA_INDEX_URL") else []
-    cross = arch and machines().get(arch) != platform.machine()
+    machine = machines().get(arch) if arch else None
+    cross = arch and machine != platform.machine()
     if not any(line[:1].isalnum() for line in lock.read_text().splitlines()):
         return  # no package in this part: the other holds them all
     with tempfile.TemporaryDirectory() as tmp:
         # --python: the scripts' first line names the venv's interpreter, as a plain install in the venv writes it
         cmd = [sys.executable, "-m", "pip", "--python", str(VENV / "bin" / "python"), "install", "--require-hashes",
-               "--no-deps", *index, *(cross_args(lock, arch, Path(tmp)) if cross else ["-r", str(lock)])]
+               "--no-deps", *index, *(cross_args(lock, arch, machine, Path(tmp)) if cross else ["-r", str(lock)])]
         if subprocess.run(cmd, env=env, check=False).returncode:
             raise VenvError(f"pip could not install {lock.name} (above: the package)" + (
                 f": a package without a linux/{arch} wheel builds under emulation with --build-arg VENV=native"
