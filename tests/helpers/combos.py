@@ -44,6 +44,7 @@ class Combo:
     base_image: str
     model_source: str
     gpu: bool = False
+    tracking: str = "none"
     lock_tool: str = "pip-tools"
     serve_runtime: str = "native"
     # comma-joined, as helpers.answers.choices names a selection; not Copier's default (both): see NOT_BUILDABLE
@@ -82,7 +83,7 @@ class Combo:
             kind = "static-only"
         parts = [
             self.framework, self.base_image, self.gpu and "gpu", self.cuda_version and f"cu{self.cuda_version}",
-            self.cuda_flavor, self.model_source, f"py{self.python_version}",
+            self.cuda_flavor, self.model_source, self.tracking != "none" and self.tracking, f"py{self.python_version}",
             self.lock_tool != "pip-tools" and self.lock_tool, self.serve_runtime != "native" and self.serve_runtime,
             self.log_predictions and "log", not self.dev_environment and "nodev",
             self.ci != "github" and f"ci{self.ci}", not self.kubernetes and "nok8s",
