@@ -97,5 +97,5 @@ def test_compose_train_then_up_wait_healthy_then_down_clean(
 
 def test_compose_file_is_plain_compose_spec(render_combo: Callable[[Combo], Path]) -> None:
     compose = yaml.safe_load((render_combo(COMBOS[0]) / "compose.yaml").read_text())
-    assert "version" not in compose and set(compose) <= {"name", "services", "secrets", "volumes", "x-build",
+    assert "version" not in compose and set(compose) <= {"name", "include", "services", "secrets", "volumes", "x-build",
                                                          "x-hardened", "x-gpu", "x-dev", "x-dev-check"}

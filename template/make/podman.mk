@@ -20,7 +20,7 @@ ready_serve-dev = $(DEV_PORT)/ready
 oldest = $(firstword $(shell printf '%s\n' $(1) | sort -V))
 install_it := install podman-compose >= $(PODMAN_COMPOSE_MIN) (pipx install podman-compose)
 start_socket := `systemctl --user start podman.socket` (no systemd: `podman system service --time=0 &`)
-ifneq ($(filter train serve down logs lint notebook dev,$(or $(MAKECMDGOALS),help)),)
+ifneq ($(filter train serve down logs lint notebook dev mlflow promote,$(or $(MAKECMDGOALS),help)),)
 ifneq ($(PODMAN_COMPOSE_VERSION),)
 ifneq ($(call oldest,$(PODMAN_COMPOSE_MIN) $(PODMAN_COMPOSE_VERSION)),$(PODMAN_COMPOSE_MIN))
 $(error podman-compose $(PODMAN_COMPOSE_VERSION) ignores depends_on: service_healthy: $(install_it), \

@@ -14,7 +14,7 @@ import venv
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lock_files import locks, log, platform_view
+from lock_files import UNCONSTRAINED, locks, log, platform_view
 from lock_index import pip_settings, uv_env
 
 COMPILE_FLAGS = [
@@ -77,7 +77,7 @@ def compile_locks(workdir: Path, compiler: list[str], upgrade: bool = False, too
         cmd = [*compiler, *flags, "--output-file", f"requirements/{name}.txt"]
         if upgrade:
             cmd.append("--upgrade")
-        if name != "train":
+        if name not in UNCONSTRAINED:
             cmd += ["--constraint", "requirements/train.txt"]
         if tool != "uv":  # pip-tools' own cache, one per lock: two compiles at once would write the same file
             cache = os.path.expanduser(os.environ.get("XDG_CACHE_HOME") or "~/.cache")

@@ -8,7 +8,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from lock_files import locks
+from lock_files import UNCONSTRAINED, locks
 
 STAMP = "# lock-inputs: "  # `key=value` of each input, on the lock's first lines
 FIELD = re.compile(r"(?<!\S)([^\s=]+)=(\S+)")
@@ -28,9 +28,10 @@ def dockerfile_args(project: Path) -> dict[str, str]:
 
 def lock_inputs(project: Path, name: str) -> list[Path]:
     """The .in files a lock is compiled from: <name>.in and its -r/-c includes, recursively; serve and dev are
-    constrained by train.txt, so train's inputs are theirs too."""
+    constrained by train.txt, so train's inputs are theirs too (not mlflow's: lock_files.UNCONSTRAINED)."""
     seen: list[Path] = []
-    pending = [(project / "requirements" / f"{n}.in").resolve() for n in dict.fromkeys([name, "train"])]
+    first = [name] if name in UNCONSTRAINED else [name, "train"]
+    pending = [(project / "requirements" / f"{n}.in").resolve() for n in dict.fromkeys(first)]
     while pending:
         path = pending.pop(0)
         if path in seen or not path.is_file():

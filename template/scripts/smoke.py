@@ -3,7 +3,8 @@
 
     python scripts/smoke.py IMAGE [--models DIR] [--bundle FILE] [--uid UID] [--port PORT]
 
---models DIR    the model directory is put on a volume mounted read-only at /app/models (model_source=mounted)
+--models DIR    the model directory is put on a volume mounted read-only at /app/models (model_source=mounted;
+                registry, whose server CI does not have: MODEL_URI is emptied)
 --bundle FILE   the bundle `make publish` wrote is put on a volume and served as MODEL_URI=file://... with its
                 sha256 (model_source=downloaded)
 
@@ -109,7 +110,7 @@ def smoke(image: str, models: Path | None, bundle: Path | None, uid: int) -> str
                 raise SmokeError(f"{models}/metadata.json not found: run 'make train' first")
             volumes.append(f"{name}-models")
             fill_volume(volumes[-1], image, {p.name: p for p in models.iterdir() if not p.name.startswith(".")})
-            run += ["-v", f"{volumes[-1]}:/app/models:ro"]
+            run += ["-v", f"{volumes[-1]}:/app/models:ro", "-e", "MODEL_URI="]  # registry source: this folder
         if bundle is not None:
             if not bundle.is_file():
                 raise SmokeError(f"{bundle} not found: run 'make publish' first")

@@ -44,6 +44,7 @@ class Combo:
     base_image: str
     model_source: str
     gpu: bool = False
+    tracking: str = "none"
     lock_tool: str = "pip-tools"
     serve_runtime: str = "native"
     # comma-joined, as helpers.answers.choices names a selection; not Copier's default (both): see NOT_BUILDABLE
@@ -74,7 +75,8 @@ class Combo:
 
     @property
     def id(self) -> str:
-        if self in ENGINE_COMBOS or self in TEXT_COMBOS or self in LOCK_TOOL_TWINS or self in PLATFORM_COMBOS:
+        if self in ENGINE_COMBOS or self in TEXT_COMBOS or self in LOCK_TOOL_TWINS or self in PLATFORM_COMBOS \
+                or self in REGISTRY_COMBOS:
             kind = "built"
         elif self.buildable:
             kind = "rendered"  # buildable, but each of its answers is built in another combination
@@ -82,7 +84,7 @@ class Combo:
             kind = "static-only"
         parts = [
             self.framework, self.base_image, self.gpu and "gpu", self.cuda_version and f"cu{self.cuda_version}",
-            self.cuda_flavor, self.model_source, f"py{self.python_version}",
+            self.cuda_flavor, self.model_source, self.tracking != "none" and self.tracking, f"py{self.python_version}",
             self.lock_tool != "pip-tools" and self.lock_tool, self.serve_runtime != "native" and self.serve_runtime,
             self.log_predictions and "log", not self.dev_environment and "nodev",
             self.ci != "github" and f"ci{self.ci}", not self.kubernetes and "nok8s",
@@ -157,6 +159,9 @@ TEXT_COMBOS = [Combo("3.11", "transformers", "slim", "baked", lock_tool="uv", de
                      kubernetes=False)]
 # Copier's default platforms, amd64 and arm64 (tests/test_engine_platforms.py): the default render, dev lock included
 PLATFORM_COMBOS = [replace(DEFAULT_COMBO, platforms="linux/amd64,linux/arm64")]
+# tracking=mlflow with model_source=registry (tests/test_engine_registry.py): the default's train and serve locks,
+# so its images are the default chain's build cache but for the code; the MLflow server's image is its own
+REGISTRY_COMBOS = [replace(DEFAULT_COMBO, tracking="mlflow", model_source="registry", dev_environment=False)]
 DEV_BUILDS = [c for c in ENGINE_COMBOS if c.dev_environment]
 ONNX_BUILDS = [c for c in ENGINE_COMBOS if c.serve_runtime == "onnx"]
 # lock_tool=uv against pip-tools, pins and hashes, on the default and on PyTorch (a framework with its own wheel
@@ -166,7 +171,7 @@ LOCK_TOOL_TWINS = [replace(c, lock_tool="uv") for c in ENGINE_COMBOS[:2]]
 
 def engine_carriers() -> dict[tuple[str, Any], list[Combo]]:
     """Each offered value of each choice question -> the engine chains that build and run it."""
-    chains = ENGINE_COMBOS + TEXT_COMBOS + PLATFORM_COMBOS
+    chains = ENGINE_COMBOS + TEXT_COMBOS + PLATFORM_COMBOS + REGISTRY_COMBOS
     return {(q, v): [c for c in chains if getattr(c, q) == v] for q in CHOICE_QUESTIONS for v in choices(q)}
 
 

@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ class ModelError(Exception):
 class LoadedModel:
     model: Any
     metadata: dict[str, Any]
+    served_from: dict[str, str] = field(default_factory=dict)  # where it came from, beside metadata.json (/metadata)
 
     @property
     def n_features(self) -> int:

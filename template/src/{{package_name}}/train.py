@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import model, runtime
+from . import _project, model, runtime
 from .artifacts import (
     ArtifactRefused,
     NotWritable,
@@ -144,6 +145,32 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     return metadata
 
 
+def track(settings: TrainSettings, metadata: dict[str, Any]) -> None:
+    """tracking=mlflow: log the run and register the model where MLFLOW_TRACKING_URI points (unset: nothing)."""
+    if _project.TRACKING != "mlflow":
+        return
+    from . import registry  # type: ignore[attr-defined, unused-ignore]  # (tracking=mlflow projects only)
+
+    client = registry.Registry.from_env(os.environ)
+    if client is None:
+        log.info("MLFLOW_TRACKING_URI is not set: the model was not logged to MLflow")
+        return
+    params = {"seed": settings.seed, "test_size": settings.test_size, "data_source": metadata["data_source"],
+              "framework": metadata["framework"], "framework_version": metadata["framework_version"],
+              "serve_runtime": metadata["serve_runtime"]}
+    try:
+        logged = registry.log_training(
+            client, settings.model_dir, metadata, params=params,
+            experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or _project.REGISTERED_MODEL,
+            model_name=os.environ.get("REGISTERED_MODEL_NAME") or _project.REGISTERED_MODEL,
+        )
+    except registry.RegistryError as error:
+        log.error("%s (the model is in %s, not registered)", error, settings.model_dir)
+        raise SystemExit(1) from None
+    log.info("registered %s version %s as @%s (run %s): `make promote` makes it the champion", logged["name"],
+             logged["version"], logged["alias"], logged["run_id"])
+
+
 def main() -> None:
     settings = load_settings(TrainSettings)
     setup_logging(settings.log_level)
@@ -162,6 +189,7 @@ def main() -> None:
         metadata["sha256"][:12],
         settings.model_dir,
     )
+    track(settings, metadata)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Annotated, Callable
 import numpy as np
 from fastapi import Depends, Request
 
-from .. import runtime
+from .. import _project, runtime
 from ..artifacts import LoadedModel, ModelError, load_model
 from ..config import ServeSettings
 from .batching import Arrivals, Batcher
@@ -34,6 +34,8 @@ def locate_and_load(settings: ServeSettings) -> LoadedModel:
     where = settings.model_uri or settings.model_dir
     try:
         model_dir = settings.model_dir
+        if settings.model_uri and settings.model_uri.startswith("models:"):
+            return fetch_registered(settings)
         if settings.model_uri:
             model_dir = fetch_bundle(
                 settings.model_uri,
@@ -54,6 +56,26 @@ def locate_and_load(settings: ServeSettings) -> LoadedModel:
         ) from None
     except Exception as error:  # noqa: BLE001 (whatever the model code raises, the server cannot serve)
         raise ModelError(f"{where}: {type(error).__name__}: {error}") from None
+
+
+def fetch_registered(settings: ServeSettings) -> LoadedModel:
+    """MODEL_URI=models:/<name>@<alias> (or /<version>): the version MLflow's registry names, verified and cached."""
+    assert settings.model_uri is not None
+    if _project.TRACKING != "mlflow":
+        raise SourceError(f"MODEL_URI {settings.model_uri}: a models:/ URI reads MLflow's registry, which this project "
+                          "was not generated for (copier update with tracking=mlflow)")
+    from .. import registry  # type: ignore[attr-defined, unused-ignore]  # (tracking=mlflow projects only)
+
+    client = registry.Registry.from_env(os.environ, timeout=settings.download_timeout,
+                                        retries=settings.download_retries)
+    if client is None:
+        raise SourceError(f"MODEL_URI {settings.model_uri}: MLFLOW_TRACKING_URI is not set (the MLflow server "
+                          "whose registry holds the model)")
+    model_dir, info = registry.fetch(client, settings.model_uri, settings.model_cache_dir / "registry",
+                                     sha256=settings.model_sha256)
+    loaded = load_model(model_dir, allow_version_mismatch=settings.allow_version_mismatch)
+    loaded.served_from = info
+    return loaded
 
 
 @dataclass(eq=False)
@@ -125,9 +147,9 @@ class ServingState:
             self.peers.mark_loaded()
         meta = self.model.metadata
         self.metrics.model_loaded(meta, time.perf_counter() - started)
-        log.info("model ready: %s %s, sha256 %s, trained on %s, serving on %s", meta["framework"],
+        log.info("model ready: %s %s, sha256 %s, trained on %s, serving on %s%s", meta["framework"],
                  meta["framework_version"], meta["sha256"][:12], meta.get("platform", "an unrecorded platform"),
-                 platform.machine())
+                 platform.machine(), "".join(f", {key} {value}" for key, value in self.model.served_from.items()))
 
     async def close(self) -> None:
         await self.batcher.close()  # uvicorn has let in-flight requests finish; anything left is cancelled

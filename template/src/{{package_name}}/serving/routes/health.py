@@ -30,4 +30,5 @@ async def metadata(state: State) -> JSONResponse:
     loaded = state.serving()
     if loaded is None:
         return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
-    return JSONResponse(loaded.metadata)
+    served_from = {"served_from": loaded.served_from} if loaded.served_from else {}  # registry name, version, alias
+    return JSONResponse({**loaded.metadata, **served_from})
