@@ -8,6 +8,7 @@ MLflow's basic-auth app) run from .venv-mlflow (requirements-mlflow.txt) for the
 from __future__ import annotations
 
 import hashlib
+import http.server
 import importlib
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 import urllib.parse
@@ -141,7 +143,7 @@ def registry(project: Path) -> types.ModuleType:
 @pytest.fixture(scope="module")
 def artifacts(project: Path) -> types.ModuleType:
     module = importlib.import_module(f"{PACKAGE}.artifacts")
-    setattr(importlib.import_module(PACKAGE), "runtime", sys.modules[f"{PACKAGE}.runtime"])
+    importlib.import_module(PACKAGE).runtime = sys.modules[f"{PACKAGE}.runtime"]
     return module
 
 
@@ -373,6 +375,54 @@ def test_a_server_that_is_down_fails_within_the_bound(registry: types.ModuleType
     message = one_line(error.value)
     assert message.startswith("MODEL_URI models:/iris@champion (MLflow server http://127.0.0.1:")
     assert "unreachable after 3 attempts" in message
+
+
+class NotMLflow(http.server.BaseHTTPRequestHandler):
+    """Answers as what MLFLOW_TRACKING_URI may point at by mistake; the path's first part says which."""
+
+    hits: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.hits.append(self.path)
+        status, kind, body = {
+            "busy": (503, "text/plain", b"overloaded"),
+            "host": (403, "text/plain", b"Invalid Host header - possible DNS rebinding attack detected"),
+            "html": (200, "text/html", b"<html>a proxy's login page</html>"),
+        }.get(self.path.split("/")[1], (404, "text/html", b"<h1>Not Found</h1>"))
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_only_what_may_pass_is_retried_and_a_server_that_is_not_mlflow_is_named(
+        registry: types.ModuleType, tmp_path: Path) -> None:
+    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotMLflow)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{fake.server_address[1]}"
+    expected = {
+        "busy": "HTTP 503 Service Unavailable (overloaded) after 3 attempts",
+        "host": f"it refuses the Host header 127.0.0.1:{fake.server_address[1]} (start the server with "
+                f"--allowed-hosts listing 127.0.0.1:{fake.server_address[1]})",
+        "html": f"did not answer a JSON object: is {base}/html an MLflow server?",
+        "other": f"HTTP 404 Not Found for /other/api/2.0/mlflow/registered-models/alias: is {base}/other an MLflow "
+                 "server (3.x)?",
+    }
+    try:
+        for kind, message in expected.items():
+            NotMLflow.hits.clear()
+            reg = registry.Registry(f"{base}/{kind}", timeout=5, retries=2, backoff=0.1)
+            with pytest.raises(registry.RegistryError) as error:
+                registry.fetch(reg, "models:/iris@champion", tmp_path)
+            assert message in one_line(error.value), error.value
+            assert len(NotMLflow.hits) == (3 if kind == "busy" else 1)  # 5xx retried, the others never
+    finally:
+        fake.shutdown()
+        fake.server_close()
 
 
 def test_artifacts_not_served_by_the_server_are_refused_with_the_flag_to_use(
