@@ -178,6 +178,6 @@ def engine_carriers() -> dict[tuple[str, Any], list[Combo]]:
 def unbuildable_values() -> set[tuple[str, Any]]:
     """The values that no buildable, allowed combination holds: what NOT_BUILDABLE rules out, directly or not."""
     allowed_rows, _ = constrained_rows()
-    held = {(q, row[q]) for row in allowed_rows if Combo(**row, model_source="baked").buildable
+    held = {(q, row[q]) for row in allowed_rows if Combo(**{"model_source": "baked", **row}).buildable
             for q in CONSTRAINED if row[q] is not None}
     return {(q, v) for q in CONSTRAINED for v in choices(q) if (q, v) not in held}
