@@ -53,6 +53,10 @@ def _superseded_tag(m: dict) -> None:
     m["cuda"]["13.0"]["image"] = "12.9.1"
 
 
+def _mlflow_that_cannot_install(m: dict) -> None:
+    m["tools"]["mlflow"] = "3.18.0"  # pins an mlflow-tracing 3.18.0 the index does not have (December 2026)
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -60,11 +64,13 @@ def _superseded_tag(m: dict) -> None:
         (_cpu_image_pulls_cuda, "pulls CUDA 13 libraries into a CPU image"),
         (_no_wheel_for_python, "framework=xgboost python=3.11 cpu: no Linux x86_64 wheel"),
         (_superseded_tag, "cuda 13.0: image tag 12.9.1 is not a 13.0.x release"),
+        (_mlflow_that_cannot_install, "framework=mlflow python=3.13 server 3.18.0: no Linux x86_64 wheel"),
     ],
-    ids=["cuda-major", "cuda-in-cpu-image", "no-wheel-for-python", "image-tag"],
+    ids=["cuda-major", "cuda-in-cpu-image", "no-wheel-for-python", "image-tag", "mlflow-pin"],
 )
 def test_drift_is_one_line_and_fails(tmp_path: Path, change, expected: str) -> None:  # noqa: ANN001
-    result = run_check("--matrix", str(write_matrix(tmp_path, change)), "--framework", "xgboost")
+    only = "mlflow" if change is _mlflow_that_cannot_install else "xgboost"
+    result = run_check("--matrix", str(write_matrix(tmp_path, change)), "--framework", only)
     assert result.returncode == 1, result.stdout + result.stderr
     drifts = [line for line in result.stdout.splitlines() if line.startswith("drift: ")]
     assert any(expected in line for line in drifts), result.stdout

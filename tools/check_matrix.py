@@ -48,6 +48,7 @@ class Check:
     cuda_major: str | None = None  # expected CUDA major of the GPU variant; None: no CUDA allowed
     index: str | None = None
     machine: str = "x86_64"
+    deps: bool = False  # resolve the dependencies too (a tool's pin must install whole, not only its own wheel)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -119,7 +120,8 @@ def resolve(check: Check, retries: int, timeout: float) -> dict | str:
     """pip's report of the wheels it would install (no dependencies), or the error text."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet",
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+               *([] if check.deps else ["--no-deps"]),
                "--only-binary", ":all:", "--python-version", check.python, "--implementation", "cp",
                "--target", str(Path(tmp) / "target"), "--report", str(report),
                "--retries", "2", "--timeout", "30"]
@@ -180,6 +182,16 @@ def verify(check: Check, retries: int, timeout: float) -> Check:
     return check
 
 
+def mlflow_checks(matrix: dict) -> list[Check]:
+    """tracking=mlflow: the server's pin (tools.mlflow) must install with its dependencies on the newest Python, and
+    a newer release that installs is worth knowing of (3.18.0 pinned an mlflow-tracing the index did not have)."""
+    python = max(matrix["python"], key=lambda v: tuple(map(int, v.split("."))))
+    glibc = GLIBC[matrix["python"][python]["debian"]]
+    pin = matrix["tools"]["mlflow"]
+    return [Check("mlflow", python, f"server {pin}", [f"mlflow=={pin}"], glibc, deps=True),
+            Check("mlflow", python, "newer", [f"mlflow>{pin}"], glibc, deps=True)]
+
+
 def tag_problems(matrix: dict) -> list[str]:
     problems = []
     for release, cuda in matrix["cuda"].items():
@@ -208,14 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.framework:
         matrix["framework"] = {k: v for k, v in matrix["framework"].items() if k in args.framework}
     todo, unchecked = checks(matrix, args.torch_index)
-    problems = tag_problems(matrix)
+    if not args.framework or "mlflow" in args.framework:
+        todo += mlflow_checks(matrix)
+    problems, notices = tag_problems(matrix), []
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
             for done in pool.map(lambda c: verify(c, args.retries, args.timeout), todo):
+                if done.variant == "newer":  # not a drift: the pin still installs
+                    if not done.problems:
+                        notices.append(f"a newer mlflow than tools.mlflow {matrix['tools']['mlflow']} installs now: "
+                                       "move the pin (includes/matrix.yml), then make lock in a tracking=mlflow project")
+                    continue
                 problems += done.problems
     except ConnectionError as error:
         print(f"check-matrix: {error}; try again later", file=sys.stderr)
         return 2
+    for line in notices:
+        print(f"notice: {line}")
     for line in unchecked:
         print(f"unchecked: {line}")
     print("unchecked: nvidia/cuda image tags exist only in NVIDIA's registry, not reachable from here; "
