@@ -19,6 +19,15 @@ $(BIN)/.installed: requirements-dev.txt
 	.venv-checkov/bin/python -m pip install --quiet --require-hashes -r requirements-checkov.txt
 	touch $@
 
+# model-signing (OpenSSF Model Signing) brings sigstore, tuf and 30-odd more: a venv of its own, for
+# tests/test_model_signing.py, which checks the template's verifier and signer against it
+.venv-signing/.installed: requirements-signing.txt
+	$(PYTHON) -m venv .venv-signing
+	.venv-signing/bin/python -m pip install --quiet --require-hashes -r requirements-signing.txt
+	touch $@
+
+test-static: .venv-signing/.installed
+
 sample: $(BIN)/.installed ## render a sample project (default answers, locked) into build/sample
 	rm -rf build/sample
 	mkdir -p build
