@@ -35,14 +35,15 @@ OFFLINE = {**os.environ, "HTTPS_PROXY": CLOSED, "HTTP_PROXY": CLOSED, "https_pro
 
 # Runs in .venv-signing: reads a list of operations (JSON on stdin), answers one result per operation. "cli" calls
 # the console script's click group (model_signing._cli:main) in this process, "exec" the console script itself:
-# the CLI as pinned, imported once for all the cases.
+# the CLI as pinned, imported once for all the cases. "resign" signs a bundle's statement again, with its PAE.
 DRIVER = r"""
-import json, subprocess, sys
+import base64, json, subprocess, sys
 from pathlib import Path
 from click.testing import CliRunner
-from cryptography.hazmat.primitives import serialization as s
+from cryptography.hazmat.primitives import hashes, serialization as s
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from model_signing._cli import main
+from model_signing._signing.sign_sigstore_pb import pae
 
 CURVES = {"p256": ec.SECP256R1, "p384": ec.SECP384R1, "p521": ec.SECP521R1, "k1": ec.SECP256K1}
 results = []
@@ -55,6 +56,14 @@ for op in json.load(sys.stdin):
         Path(op["private"]).write_bytes(key.private_bytes(s.Encoding.PEM, form, lock))
         public = key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
         Path(op["public"]).write_bytes(public)
+        results.append(None)
+    elif op["op"] == "resign":  # the statement the test wrote into the bundle, signed as model_signing signs one
+        key = s.load_pem_private_key(Path(op["private"]).read_bytes(), None)
+        bundle = json.loads(Path(op["bundle"]).read_text())
+        envelope = bundle["dsseEnvelope"]
+        signed = key.sign(pae(base64.b64decode(envelope["payload"])), ec.ECDSA(hashes.SHA256()))
+        envelope["signatures"][0]["sig"] = base64.b64encode(signed).decode()
+        Path(op["bundle"]).write_text(json.dumps(bundle))
         results.append(None)
     elif op["op"] == "cli":
         run = CliRunner().invoke(main, op["args"])
@@ -143,6 +152,18 @@ def alter_payload(folder: Path) -> None:
     (folder / "model.sig").write_text(json.dumps(bundle))
 
 
+def restate(change: Any) -> Any:
+    """A change to the signed statement: the fixture signs it again with key a (the "resign" operation)."""
+    def _apply(folder: Path) -> None:
+        bundle = json.loads((folder / "model.sig").read_text())
+        statement = statement_of(bundle)
+        change(statement)
+        bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+        (folder / "model.sig").write_text(json.dumps(bundle))
+    _apply.resign = True  # type: ignore[attr-defined]
+    return _apply
+
+
 def drop_hint(folder: Path) -> None:
     bundle = json.loads((folder / "model.sig").read_text())
     del bundle["verificationMaterial"]["publicKey"]["hint"]
@@ -175,6 +196,12 @@ CASES: dict[str, Case] = {
     "empty-signature": Case("cli", "a", "unreadable or truncated signature bundle"),
     "signature-of-another-model": Case("cli", "a", "was made for another model"),
     "statement-altered": Case("cli", "a", "does not verify with the configured public key"),
+    "empty-folder-added": Case("cli", "a", ""),
+    "symlink-added": Case("cli", "a", "model/link: a symbolic link"),
+    "symlink-inside-.git": Case("cli", "a", ".git/link: a symbolic link"),
+    "resigned-with-./-names": Case("cli", "a", ""),
+    "resigned-with-a-capital-root-digest": Case("cli", "a", "inconsistent: the root digest"),
+    "resigned-as-shards": Case("cli", "a", "serialized as 'shards'"),
 }
 CHANGES = {
     "top-level-git-paths-added": add_git_paths,
@@ -187,6 +214,13 @@ CHANGES = {
     "truncated-signature": lambda f: (f / "model.sig").write_bytes((f / "model.sig").read_bytes()[:700]),
     "empty-signature": lambda f: (f / "model.sig").write_bytes(b""),
     "statement-altered": alter_payload,
+    "empty-folder-added": lambda f: (f / "model" / "empty").mkdir(),
+    "symlink-added": lambda f: (f / "model" / "link").symlink_to("config.json"),
+    "symlink-inside-.git": lambda f: ((f / ".git").mkdir(), (f / ".git" / "link").symlink_to("../metadata.json")),
+    "resigned-with-./-names": restate(lambda st: [r.update(name="./" + r["name"]) for r in st["predicate"]["resources"]]),
+    "resigned-with-a-capital-root-digest": restate(
+        lambda st: st["subject"][0]["digest"].update(sha256=st["subject"][0]["digest"]["sha256"].upper())),
+    "resigned-as-shards": restate(lambda st: st["predicate"]["serialization"].update(method="shards", shard_size=1000)),
 }
 
 
@@ -230,10 +264,13 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> Verdicts:
         if name == "signature-of-another-model":
             shutil.copy(root / "signed" / "other" / "model.sig", folder / "model.sig")
         CHANGES.get(name, lambda _: None)(folder)
+    resign = [{"op": "resign", "private": str(keys / "a.pem"), "bundle": str(folders[name] / "model.sig")}
+              for name, change in CHANGES.items() if getattr(change, "resign", False)]
     checks = [verify_cli(folders[name], keys / f"{case.key}.pub") for name, case in CASES.items()]
     first = next(iter(CASES))
-    answers = reference([*checks, verify_cli(folders[first], keys / f"{CASES[first].key}.pub", "exec")])
-    return Verdicts(keys, folders, dict(zip(CASES, answers[:-1], strict=True)), answers[-1]["exit"], signer.stdout)
+    answers = reference([*resign, *checks, verify_cli(folders[first], keys / f"{CASES[first].key}.pub", "exec")])
+    verdicts = dict(zip(CASES, answers[len(resign):-1], strict=True))
+    return Verdicts(keys, folders, verdicts, answers[-1]["exit"], signer.stdout)
 
 
 def ours(verdicts: Verdicts, name: str) -> Any:

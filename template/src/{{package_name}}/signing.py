@@ -215,6 +215,7 @@ def _verified_statement(raw: bytes, signature: Path, key: PublicKey) -> dict[str
         bundle = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SignatureError(f"{signature}: unreadable or truncated signature bundle ({error}): {RESIGN}") from None
+    _check_shape(bundle, signature)
     media = _field(bundle, signature, "mediaType")
     if media != BUNDLE_MEDIA_TYPE:
         raise SignatureError(f"{signature}: a bundle of type {media!r}, not {BUNDLE_MEDIA_TYPE} (model_signing's "
@@ -257,10 +258,10 @@ def _signed_manifest(statement: dict[str, Any], signature: Path
     subject = {"name": str(_field(subjects[0], signature, "name")),
                "digest": str(_field(subjects[0], signature, "digest", "sha256"))}
     serialization = _field(statement, signature, "predicate", "serialization")
-    method = (_field(serialization, signature, "method"), _field(serialization, signature, "hash_type"))
-    if method != ("files", "sha256"):
-        raise SignatureError(f"{signature}: serialized as {method[0]!r} with {method[1]!r}; this server checks the "
-                             "default one (a sha256 per file): sign without shards or another hash")
+    method = _field(serialization, signature, "method")
+    if method != "files":  # hash_type is not read: each resource names its algorithm, as model_signing reads it
+        raise SignatureError(f"{signature}: serialized as {method!r}; this server checks the default serialization "
+                             "(a sha256 per file): sign without shards")
     ignored = _field(serialization, signature, "ignore_paths", required=False) or []
     resources = _field(statement, signature, "predicate", "resources")
     if not isinstance(resources, list) or not isinstance(ignored, list):
@@ -273,10 +274,10 @@ def _signed_manifest(statement: dict[str, Any], signature: Path
             root.update(bytes.fromhex(digest))
         except (TypeError, ValueError):
             raise SignatureError(f"{signature}: the digest of {name!r} is not hex: {RESIGN}") from None
-        if algorithm != "sha256" or not isinstance(name, str) or name in signed:
-            raise SignatureError(f"{signature}: resource {name!r} is repeated or not sha256: {RESIGN}")
-        signed[name] = digest.lower()
-    if root.hexdigest() != subject["digest"].lower():
+        if algorithm != "sha256" or not isinstance(name, str):
+            raise SignatureError(f"{signature}: resource {name!r} is not a sha256 of a file: {RESIGN}")
+        signed[str(PurePosixPath(name))] = bytes.fromhex(digest).hex()  # "./a" is "a"; repeated: the last, as there
+    if root.hexdigest() != subject["digest"]:
         raise SignatureError(f"{signature}: inconsistent: the root digest {subject['digest']} is not that of its "
                              f"files ({root.hexdigest()}): {RESIGN}")
     if not signed:
@@ -287,7 +288,7 @@ def _signed_manifest(statement: dict[str, Any], signature: Path
 
 
 def _files(root: Path, shown: Path, ignored: set[PurePosixPath]) -> set[str]:
-    """Every regular file under root (posix paths relative to it), ignored paths left out; symlinks are refused."""
+    """Every regular file under root (posix paths relative to it) but the ignored ones; symlinks are refused."""
     found: set[str] = set()
     pending = [PurePosixPath()]
     while pending:
@@ -298,17 +299,17 @@ def _files(root: Path, shown: Path, ignored: set[PurePosixPath]) -> set[str]:
             raise SignatureError(f"{shown / folder}: cannot be listed ({error.strerror or error})") from None
         for entry in entries:
             relative = folder / entry.name
-            if any(relative.is_relative_to(p) for p in ignored):
-                continue
-            if entry.is_symlink():  # model_signing refuses them too (allow_symlinks is off by default)
+            # as model_signing: symlinks (allow_symlinks is off by default) and special files are refused even
+            # where ignored paths are, whose files are left out
+            if entry.is_symlink():
                 raise SignatureError(f"{shown / relative}: a symbolic link: a signed model holds regular files only "
                                      "(copy the target into the folder, then sign it)")
             if entry.is_dir(follow_symlinks=False):
                 pending.append(relative)
-            elif entry.is_file(follow_symlinks=False):
-                found.add(str(relative))
-            else:
+            elif not entry.is_file(follow_symlinks=False):
                 raise SignatureError(f"{shown / relative}: not a regular file or folder: remove it from the model")
+            elif not any(relative.is_relative_to(p) for p in ignored):
+                found.add(str(relative))
     return found
 
 
@@ -337,6 +338,33 @@ def _field(data: Any, signature: Path, *path: str, required: bool = True) -> Any
             raise SignatureError(f"{signature}: not a model signature bundle (no {'.'.join(path)}): {RESIGN}")
         data = data[key]
     return data
+
+
+def _check_shape(bundle: Any, signature: Path) -> None:
+    """The bundle's parts have the fields and types of its schema, no others: model_signing's parser (pydantic,
+    strict, extra="forbid") refuses the rest, so this does too, even in parts the signature does not cover."""
+    objects = {"": {"mediaType", "verificationMaterial", "dsseEnvelope", "messageSignature"},
+               "verificationMaterial": {"publicKey", "tlogEntries", "certificate", "x509CertificateChain",
+                                        "timestampVerificationData"},
+               "verificationMaterial.publicKey": {"hint", "rawBytes", "keyDetails"},  # the last two: ignored by it
+               "dsseEnvelope": {"payload", "payloadType", "signatures"}}
+    for where, fields in objects.items():
+        data = _field(bundle, signature, *where.split(".")) if where else bundle
+        unknown = sorted(set(data) - fields) if isinstance(data, dict) else ["(not an object)"]
+        if unknown:
+            raise SignatureError(f"{signature}: not a model signature bundle ({where or 'the bundle'}: {unknown[0]}): "
+                                 f"{RESIGN}")
+    material, envelope = bundle["verificationMaterial"], bundle["dsseEnvelope"]
+    tlog, signatures = material.get("tlogEntries", []), envelope.get("signatures")
+    typed = (isinstance(material["publicKey"].get("hint"), (str, type(None)))
+             and isinstance(tlog, list) and all(isinstance(entry, dict) for entry in tlog)
+             and all(isinstance(envelope.get(key), str) for key in ("payload", "payloadType"))
+             and isinstance(signatures, list) and bool(signatures)
+             and all(isinstance(entry, dict) and not set(entry) - {"sig", "keyid"} and isinstance(entry.get("sig"), str)
+                     and isinstance(entry.get("keyid"), (str, type(None))) for entry in signatures))
+    if not typed:
+        raise SignatureError(f"{signature}: not a model signature bundle (a field is missing or of the wrong type): "
+                             f"{RESIGN}")
 
 
 def _b64(value: Any, signature: Path, name: str) -> bytes:
