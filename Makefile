@@ -25,6 +25,13 @@ $(BIN)/.installed: requirements-dev.txt
 	.venv-mlflow/bin/python -m pip install --quiet --require-hashes -r requirements-mlflow.txt
 	touch $@
 
+# model-signing (OpenSSF Model Signing) brings sigstore, tuf and 30-odd more: a venv of its own, for
+# tests/test_model_signing.py, which checks the template's verifier and signer against it
+.venv-signing/.installed: requirements-signing.txt
+	$(PYTHON) -m venv .venv-signing
+	.venv-signing/bin/python -m pip install --quiet --require-hashes -r requirements-signing.txt
+	touch $@
+
 sample: $(BIN)/.installed ## render a sample project (default answers, locked) into build/sample
 	rm -rf build/sample
 	mkdir -p build
@@ -39,10 +46,13 @@ export MLDT_BUILD_JOBS
 
 test: test-static test-engine ## the whole test suite; the engine tests need Docker (CI: required, elsewhere: skipped)
 
-test-static: $(BIN)/.installed .venv-checkov/.installed .venv-mlflow/.installed ## only the tests that need no Docker engine
+# the tools that the static level runs for real, each in a venv of its own: checkov, an MLflow server, model-signing
+TOOL_VENVS := .venv-checkov/.installed .venv-mlflow/.installed .venv-signing/.installed
+
+test-static: $(BIN)/.installed $(TOOL_VENVS) ## only the tests that need no Docker engine
 	$(BIN)/python -m pytest -m "not engine" -n $(STATIC_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
-test-engine: $(BIN)/.installed .venv-checkov/.installed .venv-mlflow/.installed ## only the engine tests (builds, containers, compose)
+test-engine: $(BIN)/.installed .venv-checkov/.installed ## only the engine tests (builds, containers, compose)
 	$(BIN)/python -m pytest -m engine $(PYTEST_ARGS)
 
 check-matrix: $(BIN)/.installed ## check includes/matrix.yml against the package index (one line per drift)
@@ -61,11 +71,11 @@ bench: $(BIN)/.installed ## build the default render and measure it (figures for
 bench-serving: $(BIN)/.installed ## the generated server beside the floor (FastAPI, no model) and seed 002's app under wrk (BENCH_ARGS="--runs 3")
 	$(BIN)/python bench/serving.py $(BENCH_ARGS)
 
-dev-lock: $(BIN)/.installed ## re-lock requirements-dev.txt, requirements-checkov.txt and requirements-mlflow.txt
-	for name in dev checkov mlflow; do \
+dev-lock: $(BIN)/.installed ## re-lock requirements-{dev,checkov,mlflow,signing}.txt
+	for name in dev checkov mlflow signing; do \
 	  $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	    --no-emit-find-links --no-emit-trusted-host -o requirements-$$name.txt requirements-$$name.in || exit 1; \
 	done
 
 clean: ## remove the virtual environment and rendered samples
-	rm -rf $(VENV) .venv-checkov .venv-mlflow build
+	rm -rf $(VENV) .venv-checkov .venv-mlflow .venv-signing build
