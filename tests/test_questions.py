@@ -13,7 +13,7 @@ from helpers.render import copier_cli, render
 PUBLIC_QUESTIONS = [
     "project_name", "package_name", "description", "author_name", "author_email",
     "python_version", "framework", "base_image", "tracking", "model_source", "serve_port", "torch_index_url",
-    "model_uri", "model_sha256", "log_predictions",
+    "model_uri", "model_sha256", "model_signing", "log_predictions",
     "gpu", "cuda_version", "cuda_flavor", "gpu_count", "gpu_device_ids", "shm_size",
     "serve_runtime", "platforms", "dev_environment", "lock_tool", "ci", "kubernetes",
     "base_model", "base_model_revision", "text_labels", "max_seq_length",

@@ -11,9 +11,10 @@ from pathlib import Path
 
 # Order matters: train first; the others are compiled with `-c train.txt`, so a package they share with training
 # has the training version (the model is served, and explored, with the library that trained it). The MLflow
-# server's lock (tracking=mlflow) is its own resolution: it runs no model, and shares no venv with them.
-LOCKS = ("train", "serve", "dev", "mlflow")  # dev.in and mlflow.in exist only in projects with those parts
-UNCONSTRAINED = ("train", "mlflow")
+# server's lock (tracking=mlflow) and the model signer's (model_signing: /opt/sign in the train image) are
+# resolutions of their own: they run no model, and share no venv with it.
+LOCKS = ("train", "serve", "dev", "mlflow", "sign")  # dev.in, mlflow.in, sign.in: in projects with those parts
+UNCONSTRAINED = ("train", "mlflow", "sign")
 # what `uname -m` says inside each platform's images: the value of the locks' platform_machine markers
 MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 MARKER = re.compile(r"""^\s*platform_machine\s*==\s*["']([\w-]+)["']\s*$""")

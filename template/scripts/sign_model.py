@@ -60,7 +60,12 @@ def load_private_key(path: Path, password: bytes | None) -> Any:
     return key
 
 
-def sign(model_dir: Path, private_key: Path, signature: str = "model.sig", password: bytes | None = None) -> str:
+# models/.gitkeep keeps the folder in git and is no part of a model (make publish and the registry leave it out)
+IGNORED = (".gitkeep",)
+
+
+def sign(model_dir: Path, private_key: Path, signature: str = "model.sig", password: bytes | None = None,
+         ignore: tuple[str, ...] = IGNORED) -> str:
     """Sign model_dir into model_dir/signature (replaced whole, never half-written); return a line saying what."""
     from cryptography.hazmat.primitives import serialization
 
@@ -72,7 +77,8 @@ def sign(model_dir: Path, private_key: Path, signature: str = "model.sig", passw
     # after the key's checks (it takes half a second to import sigstore and tuf); untyped, so Any
     model_signing: Any = importlib.import_module("model_signing")
     target = model_dir / signature
-    hashing = model_signing.hashing.Config().set_ignored_paths(paths=[signature], ignore_git_paths=True)
+    # the ignored paths are written into the signature: verifiers skip them too
+    hashing = model_signing.hashing.Config().set_ignored_paths(paths=[signature, *ignore], ignore_git_paths=True)
     # bytes, though 1.1.1 annotates str: it hands the password to cryptography as is (a str fails there)
     config = model_signing.signing.Config().use_elliptic_key_signer(private_key=private_key, password=password)
     config.set_hashing_config(hashing)

@@ -45,6 +45,7 @@ class Combo:
     model_source: str
     gpu: bool = False
     tracking: str = "none"
+    model_signing: bool = False
     lock_tool: str = "pip-tools"
     serve_runtime: str = "native"
     # comma-joined, as helpers.answers.choices names a selection; not Copier's default (both): see NOT_BUILDABLE
@@ -84,7 +85,8 @@ class Combo:
             kind = "static-only"
         parts = [
             self.framework, self.base_image, self.gpu and "gpu", self.cuda_version and f"cu{self.cuda_version}",
-            self.cuda_flavor, self.model_source, self.tracking != "none" and self.tracking, f"py{self.python_version}",
+            self.cuda_flavor, self.model_source, self.tracking != "none" and self.tracking,
+            self.model_signing and "signed", f"py{self.python_version}",
             self.lock_tool != "pip-tools" and self.lock_tool, self.serve_runtime != "native" and self.serve_runtime,
             self.log_predictions and "log", not self.dev_environment and "nodev",
             self.ci != "github" and f"ci{self.ci}", not self.kubernetes and "nok8s",
@@ -159,10 +161,11 @@ TEXT_COMBOS = [Combo("3.11", "transformers", "slim", "baked", lock_tool="uv", de
                      kubernetes=False)]
 # Copier's default platforms, amd64 and arm64 (tests/test_engine_platforms.py): the default render, dev lock included
 PLATFORM_COMBOS = [replace(DEFAULT_COMBO, platforms="linux/amd64,linux/arm64")]
-# tracking=mlflow with model_source=registry (tests/test_engine_registry.py), locked with uv (the MLflow server's
-# lock resolves 88 distributions: seconds with uv, minutes with pip-compile)
-REGISTRY_COMBOS = [replace(DEFAULT_COMBO, tracking="mlflow", model_source="registry", lock_tool="uv",
-                           dev_environment=False)]
+# tracking=mlflow with model_source=registry and model_signing (tests/test_engine_registry.py: the registry;
+# tests/test_engine_model_signing.py: signed models from every source), locked with uv (the MLflow server's lock
+# resolves 88 distributions: seconds with uv, minutes with pip-compile)
+REGISTRY_COMBOS = [replace(DEFAULT_COMBO, tracking="mlflow", model_source="registry", model_signing=True,
+                           lock_tool="uv", dev_environment=False)]
 DEV_BUILDS = [c for c in ENGINE_COMBOS if c.dev_environment]
 ONNX_BUILDS = [c for c in ENGINE_COMBOS if c.serve_runtime == "onnx"]
 # lock_tool=uv against pip-tools, pins and hashes, on the default and on PyTorch (a framework with its own wheel

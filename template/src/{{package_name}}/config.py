@@ -59,6 +59,8 @@ class ServeSettings(Settings):
     model_sha256: str | None = None
     model_cache_dir: Path = Path("var/cache")
     allow_unverified_model: bool = False
+    # A public key (PEM): only a model folder signed by it loads, whatever its source (model.sig; docs/signing.md)
+    model_public_key: Path | None = None
     download_timeout: float = Field(30, gt=0)
     download_retries: int = Field(3, ge=0, le=10)
     # One JSON line per prediction, appended to a size-rotated file

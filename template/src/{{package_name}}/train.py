@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,6 +118,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     accuracy = float(accuracy_score(y_test, model.predict(fitted, x_test)))
 
     artifact = settings.model_dir / runtime.ARTIFACT
+    (settings.model_dir / "model.sig").unlink(missing_ok=True)  # a previous model's signature: never this one's
     write = write_folder_atomically if getattr(model, "INPUT", "numbers") == "text" else write_atomically
     write(artifact, lambda tmp: runtime.save(fitted, tmp, x_train))
     metadata = {
@@ -143,6 +145,33 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     }
     write_metadata(settings.model_dir, metadata)
     return metadata
+
+
+# model_signing: the train image's signer (its own venv, /opt/sign) and the private key's secret file
+SIGNER = [Path("/opt/sign/bin/python"), Path("/opt/sign/sign_model.py")]
+SIGNING_KEY = Path("/run/secrets/model_signing_key")
+
+
+def signing_key() -> Path | None:
+    """model_signing: the private key (MODEL_SIGNING_KEY_FILE, or compose's secret); exits at once without one."""
+    if not _project.MODEL_SIGNING:
+        return None
+    key = Path(os.environ.get("MODEL_SIGNING_KEY_FILE") or SIGNING_KEY)
+    if not key.is_file() or key.stat().st_size == 0:
+        log.error("model_signing: no private key at %s (the server loads signed models only): run `make keys`, or "
+                  "point MODEL_SIGNING_KEY in .env at your key file", key)
+        raise SystemExit(1)
+    return key
+
+
+def sign(model_dir: Path, key: Path) -> None:
+    """Sign the model folder (metadata.json and the artifact) into model.sig, with model_signing in its own venv."""
+    result = subprocess.run([*map(str, SIGNER), str(model_dir), "--private-key", str(key)], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:  # sign_model.py says why in one line, never the key
+        log.error("%s", (result.stderr.strip() or f"the signer exited {result.returncode}").splitlines()[-1])
+        raise SystemExit(1)
+    log.info("%s", result.stdout.strip())
 
 
 def track(settings: TrainSettings, metadata: dict[str, Any]) -> None:
@@ -174,6 +203,7 @@ def track(settings: TrainSettings, metadata: dict[str, Any]) -> None:
 def main() -> None:
     settings = load_settings(TrainSettings)
     setup_logging(settings.log_level)
+    key = signing_key()  # before training: a model that cannot be signed would not be served
     try:
         check_writable(settings.model_dir)
         metadata = train(settings)
@@ -189,6 +219,8 @@ def main() -> None:
         metadata["sha256"][:12],
         settings.model_dir,
     )
+    if key is not None:
+        sign(settings.model_dir, key)
     track(settings, metadata)
 
 

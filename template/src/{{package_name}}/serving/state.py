@@ -11,6 +11,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Callable
 
 import numpy as np
@@ -23,19 +24,25 @@ from .batching import Arrivals, Batcher
 from .limits import OVERHEAD, default_max_body_bytes
 from .metrics import Metrics
 from .predlog import PredictionLog
-from .source import SourceError, fetch_bundle, read_token
+from ..signing import SignatureError, load_public_key, verify_model
+from .source import COMPLETE, SourceError, fetch_bundle, read_token
 from .workers import Peers
 
 log = logging.getLogger(__name__)
+CACHE_MARKERS = (COMPLETE,)  # written into a downloaded model's cache folder after its checks: not the model's
 
 
 def locate_and_load(settings: ServeSettings) -> LoadedModel:
-    """MODEL_DIR, or the verified, cached download of MODEL_URI when it is set, loaded and verified."""
+    """MODEL_DIR, or the verified, cached download of MODEL_URI when it is set, loaded and verified (and its
+    signature checked first, with MODEL_PUBLIC_KEY)."""
     where = settings.model_uri or settings.model_dir
     try:
         model_dir = settings.model_dir
         if settings.model_uri and settings.model_uri.startswith("models:"):
-            return fetch_registered(settings)
+            model_dir, served_from = fetch_registered(settings)
+            loaded = load_signed(model_dir, settings)
+            loaded.served_from = {**served_from, **loaded.served_from}
+            return loaded
         if settings.model_uri:
             model_dir = fetch_bundle(
                 settings.model_uri,
@@ -46,8 +53,8 @@ def locate_and_load(settings: ServeSettings) -> LoadedModel:
                 timeout=settings.download_timeout,
                 retries=settings.download_retries,
             )
-        return load_model(model_dir, allow_version_mismatch=settings.allow_version_mismatch)
-    except (ModelError, SourceError):
+        return load_signed(model_dir, settings)
+    except (ModelError, SourceError, SignatureError):
         raise
     except OSError as error:  # unreadable folder or file: say which, as whom
         path = error.filename or where
@@ -58,7 +65,20 @@ def locate_and_load(settings: ServeSettings) -> LoadedModel:
         raise ModelError(f"{where}: {type(error).__name__}: {error}") from None
 
 
-def fetch_registered(settings: ServeSettings) -> LoadedModel:
+def load_signed(model_dir: Path, settings: ServeSettings) -> LoadedModel:
+    """load_model, after the folder's signature is checked when MODEL_PUBLIC_KEY names a key (nothing is unpickled
+    before); /metadata then names the key."""
+    verified = None
+    if settings.model_public_key is not None:
+        key = load_public_key(settings.model_public_key)
+        verified = verify_model(model_dir, key, ignore=CACHE_MARKERS)
+    loaded = load_model(model_dir, allow_version_mismatch=settings.allow_version_mismatch)
+    if verified is not None:
+        loaded.served_from["signed_by"] = verified.key_fingerprint
+    return loaded
+
+
+def fetch_registered(settings: ServeSettings) -> tuple[Path, dict[str, str]]:
     """MODEL_URI=models:/<name>@<alias> (or /<version>): the version MLflow's registry names, verified and cached."""
     assert settings.model_uri is not None
     if _project.TRACKING != "mlflow":
@@ -71,11 +91,10 @@ def fetch_registered(settings: ServeSettings) -> LoadedModel:
     if client is None:
         raise SourceError(f"MODEL_URI {settings.model_uri}: MLFLOW_TRACKING_URI is not set (the MLflow server "
                           "whose registry holds the model)")
-    model_dir, info = registry.fetch(client, settings.model_uri, settings.model_cache_dir / "registry",
-                                     sha256=settings.model_sha256)
-    loaded = load_model(model_dir, allow_version_mismatch=settings.allow_version_mismatch)
-    loaded.served_from = info
-    return loaded
+    found: tuple[Path, dict[str, str]] = registry.fetch(client, settings.model_uri,
+                                                         settings.model_cache_dir / "registry",
+                                                         sha256=settings.model_sha256)
+    return found
 
 
 @dataclass(eq=False)
@@ -132,7 +151,8 @@ class ServingState:
         try:
             self.model = await asyncio.to_thread(locate_and_load, self.settings)
         except Exception as error:  # noqa: BLE001 (any failure: a server that can never be ready must exit)
-            message = str(error) if isinstance(error, (ModelError, SourceError)) else f"{type(error).__name__}: {error}"
+            known = (ModelError, SourceError, SignatureError)
+            message = str(error) if isinstance(error, known) else f"{type(error).__name__}: {error}"
             self.load_error = message
             if self.peers is None or self.peers.first_failure():  # one line, however many workers fail alike
                 log.error("model not loaded: %s", message.replace("\n", " "))
