@@ -20,7 +20,8 @@ from helpers.combos import REGISTRY_COMBOS, Combo
 from helpers.engine import IMAGE_PREFIX, free_port, remove_images, run, timed
 
 COMBO = REGISTRY_COMBOS[0]
-NAME = "project"  # copier names the project, and so the registered model, after its folder
+# the registered model's name: the image name, from the project name as copier derives it
+NAME = re.sub(r"[^a-z0-9]+", "-", COMBO.answers["project_name"].lower()).strip("-")
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
 pytestmark = [pytest.mark.engine, pytest.mark.chain(COMBO)]
@@ -72,7 +73,7 @@ class Project:
 
 @pytest.fixture(scope="module")
 def project(locked_project: Callable[[Combo], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    where = tmp_path_factory.mktemp("registry") / NAME
+    where = tmp_path_factory.mktemp("registry") / "project"
     run(["cp", "-a", str(locked_project(COMBO)), str(where)])
     assert (where / "requirements" / "mlflow.txt").is_file(), "copier copy did not lock the MLflow server"
     found = Project(where)
@@ -87,13 +88,14 @@ def project(locked_project: Callable[[Combo], Path], tmp_path_factory: pytest.Te
 
 
 def test_train_promote_serve_the_champion_without_mlflow_in_the_serve_image(project: Project) -> None:
+    project.make("keys")  # model_signing: training signs, the serve image verifies (test_engine_model_signing.py)
     out = project.make("mlflow")
     assert f"MLflow on http://127.0.0.1:{project.mlflow_port}" in out.stdout
     with urllib.request.urlopen(f"http://127.0.0.1:{project.mlflow_port}/health", timeout=5) as response:
         assert response.status == 200
 
     trained = project.make("train")
-    assert re.search(r"registered project version 1 as @candidate", trained.stdout + trained.stderr), trained.stderr
+    assert re.search(rf"registered {NAME} version 1 as @candidate", trained.stdout + trained.stderr), trained.stderr
     metadata = json.loads((project.path / "models" / "metadata.json").read_text())
     promoted = project.make("promote")
     assert "champion" in promoted.stdout + promoted.stderr and "1" in promoted.stdout + promoted.stderr
@@ -139,7 +141,7 @@ def test_train_promote_serve_the_champion_without_mlflow_in_the_serve_image(proj
 
 def test_a_new_version_promoted_is_served_after_a_restart(project: Project) -> None:
     trained = project.make("train")
-    assert "registered project version 2 as @candidate" in trained.stdout + trained.stderr
+    assert f"registered {NAME} version 2 as @candidate" in trained.stdout + trained.stderr
     project.make("promote")
     project.compose("restart", "serve")
     run(["docker", "compose", "up", "--wait", "--wait-timeout", "120", "serve"], cwd=project.path, env=project.env)
