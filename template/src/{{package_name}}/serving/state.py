@@ -10,9 +10,10 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, Request
@@ -20,11 +21,11 @@ from fastapi import Depends, Request
 from .. import _project, runtime
 from ..artifacts import LoadedModel, ModelError, load_model
 from ..config import ServeSettings
+from ..signing import SignatureError, load_public_key, verify_model
 from .batching import Arrivals, Batcher
 from .limits import OVERHEAD, default_max_body_bytes
 from .metrics import Metrics
 from .predlog import PredictionLog
-from ..signing import SignatureError, load_public_key, verify_model
 from .source import COMPLETE, SourceError, fetch_bundle, read_token
 from .workers import Peers
 
