@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 
 from helpers.answers import REPO
-from helpers.combos import DEFAULT_COMBO, ONNX_BUILDS, Combo
+from helpers.combos import DEFAULT_COMBO, ONNX_BUILDS, REGISTRY_COMBOS, Combo
 
 PACKAGE_SOURCE = REPO / "template/src/{{package_name}}"
 # Render-time choices of whole modules (the framework's model, the serve runtime, the converter) and the one module
@@ -24,7 +24,8 @@ JINJA_MODULES = {"model.py.jinja", "runtime.py.jinja", "_project.py.jinja",
 USER_FILES = {"model.py", "train.py", "config.py", "artifacts.py"}
 SERVING = {"app.py", "state.py", "schemas.py", "batching.py", "workers.py", "limits.py", "metrics.py", "predlog.py",
            "source.py", "routes/predict.py", "routes/health.py", "routes/oip.py", "routes/metrics.py"}
-TYPED = [DEFAULT_COMBO, ONNX_BUILDS[0], replace(DEFAULT_COMBO, framework="xgboost", gpu=True)]
+TYPED = [DEFAULT_COMBO, ONNX_BUILDS[0], replace(DEFAULT_COMBO, framework="xgboost", gpu=True), REGISTRY_COMBOS[0]]
+OPTIONAL_MODULES = ("registry.py", "promote.py")  # tracking=mlflow: whole modules, by copier's conditional file names
 
 
 def package(project: Path) -> Path:
@@ -52,7 +53,8 @@ def test_layout_puts_the_users_files_on_top(render_combo: Callable[[Combo], Path
 
 def test_ruff_reads_the_template_source_itself(render_combo: Callable[[Combo], Path]) -> None:
     config = render_combo(DEFAULT_COMBO) / "pyproject.toml"
-    sources = [str(p) for p in PACKAGE_SOURCE.rglob("*.py")]
+    optional = package(render_combo(REGISTRY_COMBOS[0]))  # the conditional file names end in {% endif %}, not .py
+    sources = [str(p) for p in PACKAGE_SOURCE.rglob("*.py")] + [str(optional / name) for name in OPTIONAL_MODULES]
     result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "--no-cache", "--config", str(config),
                              *sources], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -67,7 +69,8 @@ def test_serving_code_passes_mypy_strict(render_combo: Callable[[Combo], Path], 
     config.write_text(f"[mypy]\nstrict = True\ncache_dir = {tmp_path / 'cache'}\n"
                       f"[mypy-{name}.model,{name}.runtime,{name}.onnx_export]\nfollow_imports = skip\n")
     files = [str(root / "serving"), *(str(root / f) for f in ("artifacts.py", "config.py", "serve.py", "_cpu.py",
-                                                              "_project.py", "healthcheck.py", "__init__.py"))]
+                                                              "_project.py", "healthcheck.py", "__init__.py",
+                                                              "signing.py", *OPTIONAL_MODULES) if (root / f).is_file())]
     result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config), *files],
                             capture_output=True, text=True, cwd=root.parent.parent, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
