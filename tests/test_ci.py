@@ -145,7 +145,8 @@ def test_github_permissions_are_least_privilege_with_concurrency(project: Callab
         for job_name, job in flow["jobs"].items():
             assert "permissions" in job, f"{name}: job {job_name} must say what it needs"
             writes = {scope for scope, level in job["permissions"].items() if level == "write"}
-            allowed = {"release": {"packages"}, "lock-upgrade": {"contents", "pull-requests"}}.get(job_name, set())
+            allowed = {"release": {"packages", "id-token"}, "lock-upgrade": {"contents", "pull-requests"}}.get(
+                job_name, set())
             assert writes == allowed, f"{job_name}: writes {writes}"
             assert job.get("timeout-minutes"), f"{job_name}: a job that hangs must end"
             for step in job["steps"]:
@@ -184,6 +185,34 @@ def test_release_pushes_by_digest_with_attestations_on_default_branch_and_tags_s
     assert 'RELEASE_VERSION="$CI_COMMIT_TAG"' in " ".join(gitlab["release"]["script"])
     for path in [*root.rglob("*.yml"), root / "make/checks.mk", project("gitlab") / ".gitlab-ci.yml"]:
         assert not re.search(r":latest\b", path.read_text()), f"{path.name} relies on latest"
+
+
+def test_release_signs_keyless_with_the_jobs_oidc_identity_static_only(project: Callable[..., Path]) -> None:
+    """GitHub: the release job may mint an OIDC token (id-token: write, that job only), installs cosign 2.x pinned
+    before make release, which signs keyless. GitLab: the release job asks for a Sigstore token, copies cosign from its
+    pinned image, and signs keyless unless the CI/CD variable SIGNING_KEY says otherwise. tests/test_image_signing.py
+    signs and verifies for real with a key; keyless needs Sigstore's public services, so it is checked here only."""
+    jobs = workflow(project("github"))["jobs"]
+    assert [name for name, job in jobs.items() if "id-token" in job["permissions"]] == ["release"]
+    assert jobs["release"]["permissions"]["id-token"] == "write"
+    steps = jobs["release"]["steps"]
+    installer = next(i for i, step in enumerate(steps) if step.get("uses", "").startswith("sigstore/cosign-installer@"))
+    assert steps[installer]["with"] == {"cosign-release": f"v{TOOLS['cosign']}"}
+    assert TOOLS["cosign"].startswith("2."), "the project signs and verifies with cosign 2.x flags"
+    release = next(i for i, step in enumerate(steps) if "make release" in step.get("run", ""))
+    assert installer < release and steps[release]["env"]["SIGNING_KEY"] == "keyless"
+    assert '>> "$GITHUB_STEP_SUMMARY"' in steps[release]["run"], "digests.md, with the verify command, is the summary"
+    gitlab = yaml.safe_load((project("gitlab") / ".gitlab-ci.yml").read_text())
+    job = gitlab["release"]
+    assert job["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
+    assert [name for name, spec in gitlab.items() if isinstance(spec, dict) and "id_tokens" in spec] == ["release"]
+    script = job["script"]
+    install = next(i for i, line in enumerate(script) if "cosign:/ko-app/cosign" in line)
+    assert f"ghcr.io/sigstore/cosign/cosign:v{TOOLS['cosign']}" in script[install]
+    release = next(i for i, line in enumerate(script) if line.startswith("make release "))
+    assert install < release and 'SIGNING_KEY="${SIGNING_KEY-keyless}"' in script[release]
+    signing = (project("github") / "make/signing.mk").read_text()
+    assert "SIGNING_KEY ?= keys/signing.key" in signing and "SIGNING_PUBLIC_KEY ?= keys/signing.pub" in signing
 
 
 def test_scan_fails_on_fixable_high_and_critical_and_sbom_is_an_artifact_static_only(

@@ -14,6 +14,13 @@ With a builder that builds several platforms at once (buildx's docker-container 
 platforms are one build, pushed with provenance and SBOM attestations. Docker's built-in `docker` driver builds one
 platform at a time and attaches no attestations: each platform is built, pushed under a per-platform tag, and the
 index is assembled from their digests (`docker buildx imagetools create`).
+
+Signing (scripts/image_signing.py, docs/signing.md): with a signing key (SIGNING_KEY, by default keys/signing.key,
+which `make keys` writes) each pushed index is signed by digest with cosign, every platform's image in it too
+(--recursive), without an entry in Sigstore's public transparency log unless SIGNING_TLOG=1; each platform's SBOM,
+where the builder made one, is attached as an attestation signed by the same key. SIGNING_KEY=keyless signs with the
+CI job's OIDC identity instead. Without a key the images go unsigned, and it says so. The key is checked before
+anything is built.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from image_signing import Signer, SigningError
 from lock import LockError, lock_platforms
 
 TARGETS = {"train": "-train", "serve": ""}
@@ -61,6 +70,43 @@ def index_platforms(ref: str) -> dict[str, str]:
     return found
 
 
+def sboms(ref: str, images: dict[str, str], folder: Path) -> dict[str, Path]:
+    """{platform: SPDX file} of the SBOM attestations BuildKit attached to the index `ref` (none: an empty dict)."""
+    out = run(["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{ json .SBOM }}"], capture=True)
+    found = json.loads(out or "null") or {}
+    if "SPDX" in found:  # an index of one platform: its SBOM, not a map of them
+        found = {next(iter(images)): found}
+    files = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for platform, sbom in found.items():
+        if platform in images and isinstance(sbom, dict) and sbom.get("SPDX"):
+            files[platform] = folder / f"sbom-{platform.replace('/', '-')}.spdx.json"
+            files[platform].write_text(json.dumps(sbom["SPDX"]))
+    return files
+
+
+def sign(signer: Signer, registry: str, digests: dict[str, tuple[str, dict[str, str]]], driver: str,
+         folder: Path) -> list[str]:
+    """Sign each index (and the images it lists), attest each platform's SBOM; the lines for digests.md."""
+    start = time.monotonic()
+    attested = 0
+    for target, (index, images) in digests.items():
+        signer.sign(f"{registry}@{index}")
+        if driver != "docker":
+            for platform, sbom in sboms(f"{registry}@{index}", images, folder / target).items():
+                signer.attest(f"{registry}@{images[platform]}", sbom)
+                attested += 1
+    seconds = time.monotonic() - start
+    what = f"{', '.join(digests)} signed by digest ({signer.what})"
+    if driver == "docker":
+        say(f"{what} in {seconds:.1f} s; no SBOM to attest: the `docker` driver attaches none")
+    else:
+        say(f"{what} in {seconds:.1f} s, with {attested} SBOM attestation{'s' if attested != 1 else ''}")
+    index = next(reversed(digests.values()))[0]
+    return ["", f"Signed with cosign ({signer.what}), each index and each platform's image; verify one with "
+                f"`{signer.verify_command(f'{registry}@{index}')}` (docs/signing.md)"]
+
+
 def main() -> int:
     registry = os.environ.get("REGISTRY_IMAGE", "")
     image = os.environ.get("IMAGE", "")
@@ -85,6 +131,16 @@ def main() -> int:
     if unknown:
         say(f"RELEASE_TARGETS names {', '.join(unknown)}: it takes train and serve")
         return 1
+    try:
+        with Signer(say) as signer:  # the key checked before anything is built
+            return release(registry, revision, version, args, platforms, targets, signer)
+    except SigningError as error:
+        say(str(error))
+        return 1
+
+
+def release(registry: str, revision: str, version: str, args: list[str], platforms: list[str], targets: list[str],
+            signer: Signer) -> int:
     driver = builder_driver()
     if driver == "docker":
         say("the builder is Docker's built-in `docker` driver: one platform per build, no provenance or SBOM "
@@ -116,18 +172,20 @@ def main() -> int:
             if missing:
                 raise SystemExit(f"release: the {target} index {registry}@{index} lacks {', '.join(missing)}")
             digests[target] = (index, images)
-    table = ["| image | platform | digest |", "| --- | --- | --- |"]
-    env = []
-    for target, (index, images) in digests.items():
-        print(f"{target}: {registry}@{index} ({', '.join(images)})")
-        table.append(f"| {target} | {', '.join(images)} (index) | `{registry}@{index}` |")
-        env.append(f"{target.upper()}_DIGEST={registry}@{index}")
-        for platform, digest in images.items():
-            print(f"  {platform}: {registry}@{digest}")
-            table.append(f"| {target} | {platform} | `{registry}@{digest}` |")
-            env.append(f"{target.upper()}_DIGEST_{platform.replace('/', '_').upper()}={registry}@{digest}")
-    Path("digests.md").write_text("\n".join(table) + "\n")
-    Path("digests.env").write_text("\n".join(env) + "\n")
+        table = ["| image | platform | digest |", "| --- | --- | --- |"]
+        env = []
+        for target, (index, images) in digests.items():
+            print(f"{target}: {registry}@{index} ({', '.join(images)})")
+            table.append(f"| {target} | {', '.join(images)} (index) | `{registry}@{index}` |")
+            env.append(f"{target.upper()}_DIGEST={registry}@{index}")
+            for platform, digest in images.items():
+                print(f"  {platform}: {registry}@{digest}")
+                table.append(f"| {target} | {platform} | `{registry}@{digest}` |")
+                env.append(f"{target.upper()}_DIGEST_{platform.replace('/', '_').upper()}={registry}@{digest}")
+        Path("digests.env").write_text("\n".join(env) + "\n")
+        Path("digests.md").write_text("\n".join(table) + "\n")  # what was pushed, signed or not
+        if signer.key:
+            Path("digests.md").write_text("\n".join(table + sign(signer, registry, digests, driver, Path(tmp))) + "\n")
     return 0
 
 

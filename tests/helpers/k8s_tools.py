@@ -1,4 +1,5 @@
-"""kubectl and kustomize for the Kubernetes tests: Debian trixie's packages, unpacked into a cache folder.
+"""kubectl and kustomize for the Kubernetes tests, cosign for the image signing tests: Debian trixie's packages,
+unpacked into a cache folder.
 
 Installed the way tools/container-engine installs its plugins: apt-get against a private sources list and state
 directory under /var/tmp (the machine's own apt configuration is never touched), `apt-get download`, then
@@ -14,8 +15,9 @@ import subprocess
 from pathlib import Path
 
 STATE = Path(os.environ.get("MLDT_K8S_TOOLS", "/var/tmp/mldt-k8s-tools"))
-# trixie package -> the binary it carries (kubectl 1.32, kustomize 5.6)
-PACKAGES = {"kubectl": "usr/bin/kubectl", "kustomize": "usr/bin/kustomize"}
+# trixie package -> the binary it carries (kubectl 1.32, kustomize 5.6, cosign 2.5)
+PACKAGES = {"kubectl": "usr/bin/kubectl", "kustomize": "usr/bin/kustomize", "cosign": "usr/bin/cosign"}
+KUBERNETES = ("kubectl", "kustomize")
 
 
 class ToolError(Exception):
@@ -54,24 +56,25 @@ def _apt(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def install(bin_dir: Path = STATE / "bin") -> Path:
-    """kubectl and kustomize in bin_dir (downloaded once); returns bin_dir. Several test processes at once install
-    it once: the first holds a lock on the state folder, the others wait and find the binaries."""
-    if all((bin_dir / name).is_file() for name in PACKAGES):
+def install(bin_dir: Path = STATE / "bin", names: tuple[str, ...] = KUBERNETES) -> Path:
+    """The tools `names` (kubectl and kustomize unless told; keys of PACKAGES) in bin_dir (downloaded once); returns
+    bin_dir. Several test processes at once install them once: the first holds a lock on the state folder, the
+    others wait and find the binaries."""
+    if all((bin_dir / name).is_file() for name in names):
         return bin_dir
     STATE.mkdir(parents=True, exist_ok=True)
     with open(STATE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _install(bin_dir)
+        return _install(bin_dir, names)
 
 
-def _install(bin_dir: Path) -> Path:
-    missing = [name for name in PACKAGES if not (bin_dir / name).is_file()]
+def _install(bin_dir: Path, names: tuple[str, ...]) -> Path:
+    missing = [name for name in names if not (bin_dir / name).is_file()]
     if not missing:
         return bin_dir
     for tool in ("apt-get", "dpkg-deb"):
         if not shutil.which(tool):
-            raise ToolError(f"{tool} not found: the Kubernetes tests install Debian's kubectl and kustomize with it")
+            raise ToolError(f"{tool} not found: the tests install Debian's {', '.join(missing)} with it")
     if not any((STATE / "trixie" / "lists").glob("*Packages*")):
         _apt("update")
     bin_dir.mkdir(parents=True, exist_ok=True)
