@@ -73,6 +73,7 @@ def signed(project: Project) -> Project:  # noqa: F811
         project.make("keys")
     if not (project.path / "models" / "model.sig").exists():
         project.make("train")
+    project.make("build-serve")
     return project
 
 

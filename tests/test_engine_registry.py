@@ -46,7 +46,7 @@ class Project:
 
     def predict(self, rows: list[list[float]]) -> dict:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/predict", method="POST",
-                                         data=json.dumps({"features": rows, "probabilities": True}).encode(),
+                                         data=json.dumps({"instances": rows, "return_probabilities": True}).encode(),
                                          headers={"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
