@@ -94,6 +94,15 @@ def test_the_model_make_train_signed_and_one_the_reference_cli_signed_load(signe
     assert code == 0 and metadata is not None and metadata["served_from"]["signed_by"] == fingerprint, errors
 
 
+def test_a_downloaded_bundle_of_the_signed_model_is_verified_after_its_download(signed: Project) -> None:
+    """make publish bundles models/ with its model.sig; the server downloads it (file://), checks the bundle's
+    sha256, then the signature (its cache marker left out), then serves: the project's own smoke test."""
+    signed.make("publish")
+    out = run(["python3", "scripts/smoke.py", f"{signed.image}:t", "--bundle", "dist/model.tar.gz", "--uid", "10001"],
+              cwd=signed.path)
+    assert "ready, /predict" in out.stdout, out.stdout + out.stderr
+
+
 def test_unsigned_tampered_and_foreign_models_are_refused_in_one_line(signed: Project, tmp_path: Path) -> None:
     unsigned = copy_models(signed, tmp_path / "unsigned")
     (unsigned / "model.sig").unlink()
