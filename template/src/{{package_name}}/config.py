@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import _project
@@ -59,8 +59,9 @@ class ServeSettings(Settings):
     model_sha256: str | None = None
     model_cache_dir: Path = Path("var/cache")
     allow_unverified_model: bool = False
-    # A public key (PEM): only a model folder signed by it loads, whatever its source (model.sig; docs/signing.md)
-    model_public_key: Path | None = None
+    # A public key (PEM): only a model folder signed by it loads, whatever its source (model.sig; docs/signing.md);
+    # empty: none
+    model_public_key: Annotated[Path | None, BeforeValidator(lambda v: v or None)] = None
     download_timeout: float = Field(30, gt=0)
     download_retries: int = Field(3, ge=0, le=10)
     # One JSON line per prediction, appended to a size-rotated file
