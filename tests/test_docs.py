@@ -28,7 +28,7 @@ def combo(request: pytest.FixtureRequest) -> Combo:
 def expected_pages(combo: Combo) -> set[str]:
     optional = {"gpu": combo.gpu, "development": combo.dev_environment, "kubernetes": combo.kubernetes,
                 "ci": combo.ci != "none", "onnx": combo.serve_runtime == "onnx",
-                "text-models": combo.framework == "transformers"}
+                "text-models": combo.framework == "transformers", "registry": combo.tracking == "mlflow"}
     return ALWAYS | {page for page, wanted in optional.items() if wanted}
 
 
