@@ -71,6 +71,7 @@ def _cases() -> list[Case]:
                     (c for c in COMBOS if (c.base_image, c.gpu, c.model_source) == (base, gpu, source)), None)
                 if combo is None:
                     continue  # refused by the questions (distroless + gpu, nvidia-cuda without gpu)
+                combo = replace(combo, kubernetes=True)  # a pairwise render may have answered no
                 for log in (False, True):
                     cases.append(Case(combo, log, 8000 if not log else 9137))
     return cases
@@ -391,6 +392,18 @@ def test_model_source_and_prediction_log(built, k8s_project, case: Case) -> None
                               "MODEL_SHA256": ""}
             token = next(e for e in container["env"] if e["name"] == "MODEL_TOKEN")
             assert token["valueFrom"]["secretKeyRef"]["optional"] is True
+        elif source == "registry":
+            expected.add(env_vars["MODEL_CACHE_DIR"])
+            assert "emptyDir" in volumes[mounts[env_vars["MODEL_CACHE_DIR"]]["name"]]
+            config = {}
+            for ref in container.get("envFrom", []):
+                (cm,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == ref["configMapRef"]["name"]]
+                config.update(cm["data"])
+            assert config["MODEL_URI"] == case.answers.get("model_uri", f"models:/{SERVE_NAME}@champion")
+            assert config["MLFLOW_TRACKING_URI"].startswith("http")
+            credentials = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+            assert set(credentials) == {f"MLFLOW_TRACKING_{k}" for k in ("TOKEN", "USERNAME", "PASSWORD")}
+            assert all(ref["optional"] is True for ref in credentials.values())
         else:
             assert not any(e["name"].startswith("MODEL_") for e in container.get("env", []))
             assert not of_kind(objects, "ConfigMap")
@@ -567,10 +580,10 @@ def test_checkov_kubernetes_static_only(built, tmp_path: Path) -> None:
     skipped = report["results"]["skipped_checks"]
     for check in skipped:
         assert len(check["check_result"]["suppress_comment"]) > 30, f"{check['check_id']}: skip without a reason"
-    # the only exception: the optional model-store token as an environment variable, on downloaded renders' serve
-    # Deployments (KServe's kinds are not scanned)
+    # the only exception: the optional model-store token (downloaded) or MLflow credentials (registry) as environment
+    # variables, on those renders' serve Deployments (KServe's kinds are not scanned)
     assert {(c["check_id"], c["resource"].split(".")[0]) for c in skipped} == {("CKV_K8S_35", "Deployment")}
-    downloaded = {f"{c.id}-{t}" for c in CHECKOV_CASES if c.combo.model_source == "downloaded"
+    downloaded = {f"{c.id}-{t}" for c in CHECKOV_CASES if c.combo.model_source in ("downloaded", "registry")
                   for t in overlays(c) if t != "kserve"}
     assert {Path(c["file_path"]).stem for c in skipped} == downloaded
 

@@ -181,8 +181,11 @@ def compose_services(project: Path, flags: list[str]) -> dict[str, dict]:
     profiles = {v for f, v in zip(flags, flags[1:]) if f == "--profile"}
     services: dict[str, dict] = {}
     for name in files:
-        for service, spec in (yaml.safe_load((project / name).read_text()).get("services") or {}).items():
-            services[service] = {**services.get(service, {}), **(spec or {})}
+        loaded = yaml.safe_load((project / name).read_text())
+        included = [yaml.safe_load((project / path).read_text()) for path in loaded.get("include") or []]
+        for document in [*included, loaded]:  # `include:` (compose.mlflow.yaml), short syntax, then the file itself
+            for service, spec in (document.get("services") or {}).items():
+                services[service] = {**services.get(service, {}), **(spec or {})}
     return {name: spec for name, spec in services.items() if not spec.get("profiles") or profiles & set(spec["profiles"])}
 
 
