@@ -272,8 +272,10 @@ def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     server = Registry(tmp_path_factory.mktemp("registry"))
     yield server
     server.close()
-    listed = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]).stdout.split()
-    ours = [image for image in listed if image.startswith((f"{server.host}/", f"{NAME}-"))]
+    listed = run(["docker", "images", "--format", "{{.Repository}} {{.Tag}} {{.ID}}"]).stdout.splitlines()
+    # by name; an image a re-push left without a tag by its ID (these tiny images share no ID with another image)
+    ours = [f"{repository}:{tag}" if tag != "<none>" else image for repository, tag, image in map(str.split, listed)
+            if repository.startswith((f"{server.host}/", f"{NAME}-"))]
     if ours:
         run(["docker", "image", "rm", *ours], check=False)
 
@@ -366,7 +368,8 @@ def test_a_signed_index_verifies_and_a_repushed_or_foreign_signed_one_is_refused
     deploy = make(project, "deploy", f"IMAGE={image}", f"IMAGE_DIGEST={index.split('@')[1]}", env=path)
     assert deploy.returncode == 0, deploy.stderr
     assert deploy.stdout.startswith(f"deploy: {index} is signed by keys/signing.pub")
-    assert calls(kubectl.parent)[:2] == ["kubectl apply -k deploy/k8s/namespace", "kubectl apply -k deploy/k8s/pinned/prod"]
+    assert calls(kubectl.parent)[:2] == ["kubectl apply -k deploy/k8s/namespace",
+                                         "kubectl apply -k deploy/k8s/pinned/prod"]
 
 
 def put_blob(registry: Registry, repository: str, data: bytes) -> dict:
