@@ -3,17 +3,21 @@ serve and dev in both platforms' images and merges (the same bytes from an engin
 `make build-serve PLATFORM=linux/arm64` installs from that lock, hash-checked, with this machine's pip (the cross
 stage, VENV=cross; tests/test_venv_install.py); the image's Python is aarch64; the model trained on amd64 answers the same
 there; a uid-1000 user's `make train PLATFORM=linux/arm64` trains under emulation and its model serves on amd64;
-`make release` pushes one index per image holding both platforms, and each platform of the serve image pulled by the
-index digest serves. The base images come from a real registry on 127.0.0.1 holding both platforms under one tag,
-as a mirror does (helpers/registry.py): the engine's own store keeps one platform per name."""
+`make release` pushes one index per image holding both platforms, signed with the key of `make keys` (cosign) and
+verified by `make verify-image`, and each platform of the serve image pulled by the index digest serves. The base
+images come from a real registry on 127.0.0.1 holding both platforms under one tag, as a mirror does
+(helpers/registry.py): the engine's own store keeps one platform per name."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import k8s_tools
 from helpers.answers import REPO
 from helpers.combos import PLATFORM_COMBOS
 from helpers.containers import Container
-from helpers.engine import IMAGE_PREFIX, run, timed
+from helpers.engine import IMAGE_PREFIX, record_time, run, timed
 from helpers.registry import ARM64_PREFIX, Registry
 from helpers.render import copier_cli
 from helpers.users import USER, as_user
@@ -230,14 +235,64 @@ def test_training_runs_on_arm64_as_the_user_and_its_model_serves_on_amd64(
     assert answers[:3] == reference[:3], (answers, reference)
 
 
+def offline_cosign(folder: Path) -> Path:
+    """Debian trixie's cosign (tests/helpers/k8s_tools.py) behind a wrapper that points its proxy variables at a
+    closed port: a look-up beyond the registry on 127.0.0.1 fails the release (the build itself keeps its network)."""
+    try:
+        cosign = k8s_tools.install(names=("cosign",)) / "cosign"
+    except (k8s_tools.ToolError, OSError, subprocess.SubprocessError) as error:
+        pytest.fail(f"signing the release needs Debian's cosign: {error}", pytrace=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "cosign"
+    wrapper.write_text("#!/bin/sh\nexport HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 "
+                       "https_proxy=http://127.0.0.1:9 http_proxy=http://127.0.0.1:9 NO_PROXY= no_proxy=\n"
+                       f'exec "{cosign}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def key_in_image(image: str, needles: list[bytes], folder: Path) -> list[str]:
+    """Where the image's history, config or any layer's files hold one of `needles` (none: an empty list)."""
+    found = []
+    history = run(["docker", "history", "--no-trunc", image]).stdout + run(["docker", "image", "inspect", image]).stdout
+    found += ["history or config"] if any(n.decode(errors="ignore") in history for n in needles) else []
+    archive = folder / "image.tar"
+    run(["docker", "save", "-o", str(archive), image], timeout=600)
+    try:
+        with tarfile.open(archive) as saved:
+            for member in saved.getmembers():
+                if member.isfile() and member.name.endswith(".tar"):
+                    with tarfile.open(fileobj=saved.extractfile(member)) as layer:
+                        for entry in layer.getmembers():
+                            if entry.isfile() and any(n in layer.extractfile(entry).read() for n in needles):
+                                found.append(entry.name)
+    finally:
+        archive.unlink()
+    return found
+
+
 def test_release_pushes_one_index_and_each_platform_serves_from_it(project: Path, arm64: str,
-                                                                  registry: Registry) -> None:
-    """Both images, each an index of both platforms; the serve image's platforms pulled and served."""
+                                                                  registry: Registry, tmp_path: Path) -> None:
+    """Both images, each an index of both platforms, signed with the key of `make keys` (cosign 2.5, offline) and
+    verified by `make verify-image`, the private key in no layer; the serve image's platforms pulled and served."""
     target = f"{registry.host}/iris-classifier"
+    cosign = offline_cosign(tmp_path / "bin")
+    keys = make(project, "keys")
+    assert "keys: wrote keys/signing.key" in keys, keys
     out = make(project, "release", f"REGISTRY_IMAGE={target}", "REVISION=0123abc", "RELEASE_VERSION=v1.2.3",
-               timeout=2400)
+               f"COSIGN={cosign}", timeout=2400)
     assert "no provenance or SBOM attestations" in out  # the docker driver says what it cannot do
+    signed = re.search(r"^release: train, serve signed by digest \(keys/signing.key\) in ([\d.]+) s; no SBOM to "
+                       r"attest: the `docker` driver attaches none$", out, re.MULTILINE)
+    assert signed, out[-3000:]
+    record_time(f"{COMBO.id} make release: cosign signing (2 indexes of 2 platforms)", float(signed.group(1)))
     env = dict(line.split("=", 1) for line in (project / "digests.env").read_text().split())
+    assert (project / "digests.md").read_text().splitlines()[-1].startswith(
+        f"Signed with cosign (keys/signing.key), each index and each platform's image; verify one with "
+        f"`make verify-image IMAGE_DIGEST={env['SERVE_DIGEST']}`")
+    for name in ("SERVE_DIGEST", "TRAIN_DIGEST", "SERVE_DIGEST_LINUX_ARM64", "TRAIN_DIGEST_LINUX_AMD64"):
+        verified = make(project, "verify-image", f"IMAGE_DIGEST={env[name]}", f"COSIGN={cosign}")
+        assert f"verify-image: {env[name]} is signed by keys/signing.pub (sha256:" in verified, verified
     for image in ("TRAIN", "SERVE"):  # the serve image's last: its index is the one checked below
         assert env[f"{image}_DIGEST"].startswith(f"{target}@sha256:"), env
         raw = json.loads(run(["docker", "buildx", "imagetools", "inspect", "--raw", env[f"{image}_DIGEST"]]).stdout)
@@ -246,9 +301,12 @@ def test_release_pushes_one_index_and_each_platform_serves_from_it(project: Path
         assert env[f"{image}_DIGEST_LINUX_ARM64"].endswith(f"@{platforms['linux/arm64']}")
     for tag in ("0123abc", "v1.2.3"):  # the tags name the index
         assert json.loads(run(["docker", "buildx", "imagetools", "inspect", "--raw", f"{target}:{tag}"]).stdout) == raw
+    secret = (project / "keys" / "signing.key").read_text()
+    needles = [secret.encode(), base64.b64decode("".join(secret.splitlines()[1:-1])), secret.splitlines()[1].encode()]
     for platform, machine in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
         run(["docker", "pull", "--quiet", "--platform", platform, env["SERVE_DIGEST"]], timeout=600)
         try:
+            assert key_in_image(env["SERVE_DIGEST"], needles, tmp_path) == [], f"the private key is in {platform}"
             assert image_machine(env["SERVE_DIGEST"], "--platform", platform) == machine
             answers, _ = predictions(env["SERVE_DIGEST"], "--platform", platform)
             assert len(answers) == len(ROWS)

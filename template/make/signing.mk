@@ -26,5 +26,5 @@ keys: ## make an EC P-256 key pair for signing: keys/signing.key (private, git-i
 sign-image: ## sign IMAGE_DIGEST=<registry>/<name>@sha256:... with SIGNING_KEY (make release signs what it pushes)
 	@python3 scripts/image_signing.py sign "$(IMAGE_DIGEST)"
 
-verify-image: ## exit 1 unless IMAGE_DIGEST=<registry>/<name>@sha256:... is signed by SIGNING_PUBLIC_KEY (cosign)
+verify-image: ## fail unless IMAGE_DIGEST=<registry>/<name>@sha256:... is signed by SIGNING_PUBLIC_KEY (cosign)
 	@python3 scripts/image_signing.py verify "$(IMAGE_DIGEST)"

@@ -267,7 +267,10 @@ class Signer:
                                f"COSIGN_PASSWORD")
         if kind not in ("PRIVATE KEY", "EC PRIVATE KEY"):
             raise SigningError(f"SIGNING_KEY={setting}: a PEM {kind}, not a private key")
-        pkcs8 = ec_pkcs8(kind, data)
+        try:
+            pkcs8 = ec_pkcs8(kind, data)
+        except SigningError as error:
+            raise SigningError(f"SIGNING_KEY={setting}: {error}") from None
         password = secrets.token_urlsafe(24)
         self.key, self.env = str(Path(self.tmp.name) / "cosign.key"), {"COSIGN_PASSWORD": password}
         if hasattr(hashlib, "scrypt"):

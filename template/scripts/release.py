@@ -72,7 +72,7 @@ def index_platforms(ref: str) -> dict[str, str]:
 
 def sboms(ref: str, images: dict[str, str], folder: Path) -> dict[str, Path]:
     """{platform: SPDX file} of the SBOM attestations BuildKit attached to the index `ref` (none: an empty dict)."""
-    out = run(["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{ json .SBOM }}"], capture=True)
+    out = run(["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{ .SBOM | json }}"], capture=True)
     found = json.loads(out or "null") or {}
     if "SPDX" in found:  # an index of one platform: its SBOM, not a map of them
         found = {next(iter(images)): found}
