@@ -14,7 +14,8 @@ from helpers.combos import PAIRWISE_COMBOS, Combo
 
 RenderCombo = Callable[[Combo], Path]
 
-ALWAYS = {"serving", "model-sources", "your-model", "configuration", "locks", "platforms", "images", "podman", "updating"}
+ALWAYS = {"serving", "model-sources", "your-model", "configuration", "locks", "platforms", "images", "podman", "updating",
+          "signing"}
 README_MAX_LINES = 100
 LINK = re.compile(r"(?<!!)\[[^\]]+\]\(([^)\s]+)\)")
 EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # https:, mailto:, ...

@@ -90,6 +90,13 @@ def der_of(pem: str) -> bytes:
     return base64.b64decode("".join(line for line in pem.splitlines() if not line.startswith("-----")))
 
 
+def fingerprint_of(public: Path) -> str:
+    """What openssl says of the key (`openssl pkey -pubin -in KEY | sha256sum`): the models' key hint too."""
+    pem = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(public)], capture_output=True, text=True,
+                         check=True).stdout
+    return "sha256:" + hashlib.sha256(pem.encode()).hexdigest()
+
+
 # ---- make keys ------------------------------------------------------------------------------------------------------
 
 def test_make_keys_writes_one_pair_says_where_each_half_goes_and_never_overwrites(project: Path) -> None:
@@ -103,7 +110,7 @@ def test_make_keys_writes_one_pair_says_where_each_half_goes_and_never_overwrite
     assert "prime256v1" in curve or "P-256" in curve, curve
     derived = run(["openssl", "pkey", "-in", str(private), "-pubout"]).stdout
     assert derived == public.read_text(), "the public key is the private key's"
-    fingerprint = "sha256:" + hashlib.sha256(der_of(public.read_text())).hexdigest()
+    fingerprint = fingerprint_of(public)
     said = result.stdout.splitlines()
     assert said[0] == (f"keys: wrote keys/signing.key (the private key, EC P-256, mode 600) and wrote "
                        f"keys/signing.pub (its public key, {fingerprint})")
@@ -322,7 +329,7 @@ def test_a_signed_index_verifies_and_a_repushed_or_foreign_signed_one_is_refused
     assert signed.returncode == 0, signed.stderr
     assert signed.stdout.splitlines() == [
         f"sign-image: {index} signed (keys/signing.key); make verify-image IMAGE_DIGEST={index} checks it"]
-    fingerprint = "sha256:" + hashlib.sha256(der_of((project / "keys/signing.pub").read_text())).hexdigest()
+    fingerprint = fingerprint_of(project / "keys/signing.pub")
     for ref in (index, *platforms.values()):  # --recursive: the index and each platform's image
         verified = make(project, "verify-image", f"IMAGE_DIGEST={ref}", env=env)
         assert verified.returncode == 0, verified.stderr

@@ -87,11 +87,14 @@ def pem_blocks(text: str) -> list[tuple[str, bytes]]:
 
 
 def fingerprint(public_pem: str) -> str:
-    """sha256 of the public key's DER (SubjectPublicKeyInfo): `openssl pkey -pubin -outform DER | sha256sum`."""
+    """sha256 of the public key's PEM as openssl writes it (`openssl pkey -pubin -in KEY | sha256sum`): the key hint
+    of OpenSSF Model Signing, so the served model's /metadata (signed_by) names the key the same way."""
     blocks = [der for kind, der in pem_blocks(public_pem) if kind == "PUBLIC KEY"]
     if not blocks:
         raise SigningError("not a PEM public key (-----BEGIN PUBLIC KEY-----)")
-    return "sha256:" + hashlib.sha256(blocks[0]).hexdigest()
+    text = base64.b64encode(blocks[0]).decode()
+    pem = "-----BEGIN PUBLIC KEY-----\n" + "\n".join(text[i:i + 64] for i in range(0, len(text), 64))
+    return "sha256:" + hashlib.sha256((pem + "\n-----END PUBLIC KEY-----\n").encode()).hexdigest()
 
 
 # ---- DER: just enough to turn an EC private key into the PKCS#8 that cosign's key format holds ----------------------
