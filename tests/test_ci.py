@@ -42,7 +42,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
                 platforms: tuple[str, ...] = PLATFORMS) -> Path:
         key = (ci, model_source, platforms)
         if key not in cache:
-            answers = {**DEFAULT_COMBO.answers, "ci": ci, "model_source": model_source, "platforms": list(platforms)}
+            answers = {**DEFAULT_COMBO.answers, "ci": ci, "model_source": model_source, "platforms": list(platforms),
+                       **({"tracking": "mlflow"} if model_source == "registry" else {})}
             name = f"ci-{ci}-{model_source}-{len(platforms)}"
             cache[key] = render(tmp_path_factory.mktemp(name), answers)
         return cache[key]

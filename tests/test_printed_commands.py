@@ -401,7 +401,7 @@ def test_every_command_of_the_post_copy_message_works_as_written(render_combo: R
     checker.block(commands)
     checker.check_bodies()
     assert [c.words[:2] for c in commands if c.words[0] in ("cd", "curl")] == [["cd", str(project)], ["curl", "-s"]]
-    said = {"baked": "baked in", "mounted": "mounted", "downloaded": "make publish"}
+    said = {"baked": "baked in", "mounted": "mounted", "downloaded": "make publish", "registry": "make promote"}
     assert said[message_combo.model_source] in message
     assert all(said[other] not in message for other in said if other != message_combo.model_source), message
 

@@ -36,7 +36,7 @@ def expected_stages(combo: Combo, dev: bool) -> set[str]:
         expected |= set() if base.get("runtime_pip") else {"serve-venv"}
     else:
         expected |= {"train-venv", "serve-venv"}
-    return expected | ({"dev"} if dev else set())
+    return expected | ({"dev"} if dev else set()) | ({"sign-venv"} if combo.model_signing else set())
 
 
 def package_dir(project: Path) -> Path:
@@ -95,7 +95,8 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
     base = MATRIX["base_image"][combo.base_image]
     one_image = bool(base.get("runtime_pip"))  # the serve image is the builder's (it has pip): venvs installed in place
     # the serve user's writable folders: the download cache, the prediction log
-    state = [d for d, wanted in (("cache", combo.model_source == "downloaded"), ("log", combo.log_predictions)) if wanted]
+    state = [d for d, wanted in (("cache", combo.model_source in ("downloaded", "registry")),
+                                 ("log", combo.log_predictions)) if wanted]
     for dockerfile in Dockerfile.each(root / "Dockerfile"):
         assert not re.search(r"^#\s*syntax=", dockerfile.text, re.MULTILINE)
         assert set(dockerfile.stages) == expected_stages(combo, answers["dev_environment"])
@@ -181,7 +182,8 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
         install_stages = [s for s in dockerfile.stages.values()
                           if s.venv_calls() and s.name != "serve-lock" and s.name in built]
         assert {s.name for s in install_stages} == (
-            {"cross-build"} if cross else {train_venv, serve_venv}) | ({"dev"} if answers["dev_environment"] else set())
+            {"cross-build"} if cross else {train_venv, serve_venv}) | ({"dev"} if answers["dev_environment"] else set()) \
+            | ({"sign-venv"} if combo.model_signing else set())
         for stage in install_stages:
             for run in stage.all("RUN"):
                 if not run.venv_calls():
@@ -190,7 +192,8 @@ def test_dockerfile_stages_and_runtime_rules(render_combo: RenderCombo, combo: C
                 assert "type=secret,id=pipconf" in run.mounts(), run.args
                 for call in run.venv_calls():
                     lock = Path(call[2]).name
-                    assert call[1] == "/tmp/venv.py" and lock in ("train.txt", "dev.txt", "1.txt", "2.txt"), call
+                    assert call[1] == "/tmp/venv.py" and lock in ("train.txt", "dev.txt", "sign.txt", "1.txt",
+                                                                  "2.txt"), call
                     # the lock comes in by a COPY before the install: a change of the lock redoes it, not of the code
                     assert stage.index("COPY", lock) < stage.instructions.index(run), (stage.name, lock)
                     # the serve venv points at the serve image's interpreter: the one that runs venv.py, or --python
@@ -289,7 +292,8 @@ def test_make_installs_another_architectures_venv_cross_under_docker_only(render
 def test_env_example_names_only_real_settings(render_combo: RenderCombo, combo: Combo) -> None:
     project = render_combo(combo)
     config = (package_dir(project) / "config.py").read_text()
-    compose = (project / "compose.yaml").read_text()
+    compose = "".join(p.read_text() for p in [project / "compose.yaml", *project.glob("compose.*.yaml"),
+                                              *(project / "make").glob("*.mk")])  # and what make reads
     code = "".join(p.read_text() for p in package_dir(project).rglob("*.py"))
     for line in (project / ".env.example").read_text().splitlines():
         match = re.match(r"^#?\s*([A-Z][A-Z0-9_]+)=", line)
@@ -320,7 +324,8 @@ def test_generated_docs_explain_the_chosen_model_source(render_combo: RenderComb
     project = render_combo(combo)
     page = (project / "docs/model-sources.md").read_text()
     assert page.startswith(f"# Rolling out a model ({combo.model_source})\n")
-    needed = {"baked": "make train", "mounted": "/app/models:ro", "downloaded": "make publish"}[combo.model_source]
+    needed = {"baked": "make train", "mounted": "/app/models:ro", "downloaded": "make publish",
+              "registry": "make promote"}[combo.model_source]
     assert needed in page
     assert "(docs/model-sources.md)" in (project / "README.md").read_text()
     for name in ("README.md", "docs/model-sources.md"):  # tests/test_docs.py checks every page of the pairwise set
