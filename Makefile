@@ -52,7 +52,7 @@ TOOL_VENVS := .venv-checkov/.installed .venv-mlflow/.installed .venv-signing/.in
 test-static: $(BIN)/.installed $(TOOL_VENVS) ## only the tests that need no Docker engine
 	$(BIN)/python -m pytest -m "not engine" -n $(STATIC_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
-test-engine: $(BIN)/.installed .venv-checkov/.installed ## only the engine tests (builds, containers, compose)
+test-engine: $(BIN)/.installed .venv-checkov/.installed .venv-signing/.installed ## only the engine tests (builds, containers, compose)
 	$(BIN)/python -m pytest -m engine $(PYTEST_ARGS)
 
 check-matrix: $(BIN)/.installed ## check includes/matrix.yml against the package index (one line per drift)
