@@ -30,7 +30,7 @@ from helpers.answers import REPO
 from helpers.combos import PLATFORM_COMBOS
 from helpers.containers import Container
 from helpers.engine import IMAGE_PREFIX, record_time, run, timed
-from helpers.registry import ARM64_PREFIX, Registry
+from helpers.registry import ARM64_PREFIX, Registry, require_docker_registry
 from helpers.render import copier_cli
 from helpers.users import USER, as_user
 
@@ -74,11 +74,7 @@ def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    if not shutil.which("docker-registry"):
-        if os.environ.get("CI") != "true":
-            pytest.skip("no docker-registry: apt-get install docker-registry")
-        run(["apt-get", "update", "-q"], timeout=600)
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker-registry"], timeout=900)
+    require_docker_registry()
     server = Registry(tmp_path_factory.mktemp("registry"))
     yield server
     server.close()

@@ -29,7 +29,7 @@ import pytest
 from helpers import k8s_tools
 from helpers.combos import DEFAULT_COMBO
 from helpers.engine import IMAGE_PREFIX, engine_required, record_time, run
-from helpers.registry import Registry
+from helpers.registry import Registry, require_docker_registry
 from helpers.render import render
 
 # every cosign call of these tests: a look-up beyond 127.0.0.1 (TUF, Rekor, Fulcio) hits a closed port and fails
@@ -271,11 +271,7 @@ def test_deploy_fails_closed_without_cosign_and_says_when_it_checks_nothing(proj
 
 @pytest.fixture(scope="module")
 def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    if not shutil.which("docker-registry"):
-        if os.environ.get("CI") != "true":
-            pytest.skip("no docker-registry: apt-get install docker-registry")
-        run(["apt-get", "update", "-q"], timeout=600)
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker-registry"], timeout=900)
+    require_docker_registry()
     server = Registry(tmp_path_factory.mktemp("registry"))
     yield server
     server.close()

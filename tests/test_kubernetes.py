@@ -381,24 +381,19 @@ def test_model_source_and_prediction_log(built, k8s_project, case: Case) -> None
             assert mount["readOnly"] is True
             pvc = volumes[mount["name"]]["persistentVolumeClaim"]
             assert pvc["readOnly"] is True and {pvc["claimName"]} == claim, "not the train Job's claim"
-        if source == "downloaded":
+        if source in ("downloaded", "registry"):  # fetched at start into a cache, told where by a ConfigMap
             expected.add(env_vars["MODEL_CACHE_DIR"])
             assert "emptyDir" in volumes[mounts[env_vars["MODEL_CACHE_DIR"]]["name"]]
             config = {}
             for ref in container.get("envFrom", []):
                 (cm,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == ref["configMapRef"]["name"]]
                 config.update(cm["data"])
+        if source == "downloaded":
             assert config == {"MODEL_URI": case.answers.get("model_uri", f"https://models.example.org/{SERVE_NAME}/model.tar.gz"),
                               "MODEL_SHA256": ""}
             token = next(e for e in container["env"] if e["name"] == "MODEL_TOKEN")
             assert token["valueFrom"]["secretKeyRef"]["optional"] is True
         elif source == "registry":
-            expected.add(env_vars["MODEL_CACHE_DIR"])
-            assert "emptyDir" in volumes[mounts[env_vars["MODEL_CACHE_DIR"]]["name"]]
-            config = {}
-            for ref in container.get("envFrom", []):
-                (cm,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == ref["configMapRef"]["name"]]
-                config.update(cm["data"])
             assert config["MODEL_URI"] == case.answers.get("model_uri", f"models:/{SERVE_NAME}@champion")
             assert config["MLFLOW_TRACKING_URI"].startswith("http")
             credentials = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]

@@ -29,6 +29,18 @@ PORT = (int(os.environ.get("MLDT_REGISTRY_PORT", "0"))
         or 20000 + int(hashlib.sha256(f"registry {REPO}".encode()).hexdigest(), 16) % 20000)
 
 
+def require_docker_registry() -> None:
+    """Debian's docker-registry on PATH: installed where the engine tests must run (CI), else the test skips."""
+    import pytest
+
+    if shutil.which("docker-registry"):
+        return
+    if os.environ.get("CI") != "true":
+        pytest.skip("no docker-registry: apt-get install docker-registry")
+    run(["apt-get", "update", "-q"], timeout=600)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker-registry"], timeout=900)
+
+
 class Registry:
     def __init__(self, root: Path):
         binary = shutil.which("docker-registry")

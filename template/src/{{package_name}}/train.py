@@ -25,6 +25,7 @@ from .artifacts import (
     write_metadata,
 )
 from .config import TrainSettings, load_settings, setup_logging
+from .signing import SIGNATURE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     accuracy = float(accuracy_score(y_test, model.predict(fitted, x_test)))
 
     artifact = settings.model_dir / runtime.ARTIFACT
-    (settings.model_dir / "model.sig").unlink(missing_ok=True)  # a previous model's signature: never this one's
+    (settings.model_dir / SIGNATURE_FILE).unlink(missing_ok=True)  # a previous model's signature: never this one's
     write = write_folder_atomically if getattr(model, "INPUT", "numbers") == "text" else write_atomically
     write(artifact, lambda tmp: runtime.save(fitted, tmp, x_train))
     metadata = {
